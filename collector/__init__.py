@@ -1,0 +1,1 @@
+"""collector package of sensing-edge."""
