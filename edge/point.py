@@ -6,7 +6,7 @@
 
 Escaping follows the InfluxDB line-protocol reference: in the measurement, commas and spaces;
 in tag keys, tag values and field keys, commas, equals signs and spaces; in string field values,
-double quotes and backslashes. Identifiers may not contain backslashes or line breaks (InfluxDB's
+double quotes and backslashes. Identifiers may not contain backslashes, tabs or line breaks, nor may a measurement start with ``#`` (InfluxDB's
 own parser cannot round-trip them) and are refused with a ``LineProtocolError``. Floats are
 written with ``repr`` (shortest text that reads back to the same double), integers with ``i``,
 unsigned integers (``UInt``) with ``u``; NaN and infinities cannot be written and are refused.
@@ -56,7 +56,7 @@ class Point:
 _MEAS = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _STR = str.maketrans({"\\": "\\\\", '"': '\\"'})
-_BAD_IDENT = ("\\", "\n", "\r")
+_BAD_IDENT = ("\\", "\n", "\r", "\t")
 
 
 def _check_ident(kind: str, s: str) -> None:
@@ -92,6 +92,8 @@ def format_field_value(name: str, v: FieldValue) -> str:
 
 def to_line(p: Point) -> str:
     _check_ident("measurement", p.measurement)
+    if p.measurement[0] == "#":
+        raise LineProtocolError("bad identifier", "measurement may not start with '#' (a comment line)")
     parts = [p.measurement.translate(_MEAS)]
     for k in sorted(p.tags):
         v = p.tags[k]
@@ -246,7 +248,7 @@ def parse_lines(text: str, default_time_ns: int | None = None) -> list[Point]:
     """
     out = []
     for line in _split_lines(text):
-        s = line.strip()
+        s = line.strip(" \t\r")
         if not s or s.startswith("#"):
             continue
         out.append(parse_line(s, default_time_ns))
@@ -267,8 +269,9 @@ def _split_lines(text: str) -> Iterable[str]:
         if c == "\\":
             i += 2
             continue
-        if c == '"' and in_fields:
-            in_str = not in_str
+        if c == '"' and in_fields and (in_str or text[i - 1] == "="):
+            in_str = not in_str  # a quote opens a string only as a field value, right after '='
+
         elif c == " " and not in_fields:
             in_fields = True
         elif c == "\n" and not in_str:

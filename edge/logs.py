@@ -1,0 +1,41 @@
+"""Structured logs: one line per event, ``key=value`` pairs, logged on transitions."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        parts = [ts, f"level={record.levelname.lower()}", f"logger={record.name}", f"msg={_q(record.getMessage())}"]
+        for k, v in record.__dict__.items():
+            if k not in _RESERVED and not k.startswith("_"):
+                parts.append(f"{k}={_q(v)}")
+        if record.exc_info:
+            parts.append(f"exc={_q(self.formatException(record.exc_info))}")
+        return " ".join(parts)
+
+
+def _q(v: object) -> str:
+    s = str(v)
+    return f'"{s}"' if (" " in s or "=" in s or not s) else s
+
+
+def setup_logging(level: str = "info", stream=sys.stderr) -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_edge", False):
+            root.removeHandler(h)
+    h = logging.StreamHandler(stream)
+    h.setFormatter(KeyValueFormatter())
+    h._edge = True  # type: ignore[attr-defined]
+    root.addHandler(h)
+    root.setLevel(level.upper())
+    # third-party chatter stays at warning unless asked for
+    for noisy in ("pymodbus", "amqtt", "transitions", "httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
