@@ -1,110 +1,882 @@
-"""The HTTP API: ``/v1`` resources for the provincial platform, facility managers and dispatchers."""
+"""The HTTP API: ``/v1`` resources for the provincial platform, facility managers and dispatchers.
 
-from __future__ import annotations
+``create_app(ctx)`` builds the FastAPI app from an ``ApiContext``. Every route takes the caller's
+``Principal`` (``api.security.Guard``) and answers only with what lies within its org: a thing of
+another org is a 404 (audited), an ``org`` filter outside the scope is a 403 (audited), and every
+series query runs with the key's org as a filter (``edge.query.Where.org``), so aggregates and
+indicators never mix in other orgs' data. See docs/api.md.
+"""
 
-from datetime import datetime, timezone
-from typing import Any
+
+import asyncio
+import hashlib
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI, HTTPException, Response
-from pydantic import BaseModel, Field
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.context import ApiContext
+from api.keys import KeyError_, KeyStore, Principal, Role, keys_path_for
+from api.reads import (NS, BadCursor, Row, decode_cursor, field_names, iso, page_ids, page_raw, rows_from_series,
+                       to_ns)
+from api.schemas import (Alert, AuditOut, BuildingOut, DeadLetterOut, Fix, Health, Indicator, KeyCreate, KeyCreated,
+                         KeyOut, MeterHealth, MeterLatest, MeterOut, OrgNode, OrgOut, OrgTree, Page, Problem, Reading,
+                         Readings, Record, Replayed, Track, VehicleLatest, VehicleOut)
+from api.security import Guard
+from api.stream import TOPICS, EventHub, sse
 from edge import __version__
+from edge.config import check_org_path
+from edge.errors import StoreError
 from edge.point import Point
+from edge.query import Where
 
-TZ = ZoneInfo("Asia/Shanghai")
+STATIC = Path(__file__).resolve().parent / "static"
+EVERY = re.compile(r"^([1-9][0-9]{0,6}[smhdw]|day|month)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_WINDOWS = 10_000
+OFFLINE_S = 600.0  # a vehicle without a fix for this long is shown offline
+MOVING_KMH = 3.0
 
-
-def iso(time_ns: int) -> str:
-    """ISO 8601 with the site's offset (+08:00)."""
-    return datetime.fromtimestamp(time_ns / 1e9, tz=timezone.utc).astimezone(TZ).isoformat(timespec="milliseconds")
-
-
-class MeterLatest(BaseModel):
-    meter: str
-    org: str
-    building: str | None = None
-    carrier: str
-    time: str = Field(description="time of the reading, ISO 8601 with offset")
-    values: dict[str, float | int | bool | str] = Field(description="field name (with its unit) -> value")
+Crs = Literal["wgs84", "gcj02"]
 
 
-class VehicleLatest(BaseModel):
-    vehicle: str
-    plate: str
-    org: str
-    time: str
-    lat: float = Field(description="WGS-84 degrees")
-    lon: float = Field(description="WGS-84 degrees")
-    speed_kmh: float | None = None
-    heading_deg: float | None = None
-    acc: bool | None = None
-    values: dict[str, float | int | bool | str] = Field(default_factory=dict)
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "bad cursor or parameters", 401: "no or invalid API key", 403: "outside your org or role",
+            404: "not found (or not within your org)", 422: "invalid parameters", 429: "rate limit; see Retry-After",
+            503: "the store is unavailable"}
+    return {c: {"model": Problem, "description": text[c], "content": {problems.PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+            for c in codes}
 
 
-class Health(BaseModel):
-    status: str = Field(description="ok | degraded | down")
-    version: str
-    components: dict[str, Any]
+READ = _responses(400, 401, 403, 404, 422, 429, 503)
+ONE = _responses(400, 401, 403, 404, 422, 429, 503)
+
+
+def _wgs_to_gcj(lat: float, lon: float) -> tuple[float, float]:
+    from collector.gps.crs import wgs84_to_gcj02
+    return wgs84_to_gcj02(lat, lon)
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
+    site = ctx.site
+    tz = ZoneInfo(site.site.timezone)
+    service = ctx.extras.get("service")
+    ingest = ctx.extras.get("ingest") or (getattr(service, "ingest", None) if service is not None else None)
+    auth = site.api.auth if ctx.auth is None else ctx.auth
+    keys = ctx.keys
+    if keys is None and auth:
+        data_dir = Path(service.outbox.path).parent if service is not None else None
+        keys = KeyStore(keys_path_for(site, data_dir))
+    guard = Guard(site, keys, auth=auth, ingest=ingest, rate_per_s=ctx.rate_per_s, burst=ctx.rate_burst)
+
     app = FastAPI(
         title="sensing-edge",
         version=__version__,
-        description="Energy and vehicle sensing for public institutions (DB33/T 2474-2022).",
+        description="Energy and vehicle sensing for public institutions (DB33/T 2474-2022). "
+                    "Times are ISO 8601 with offset; field names carry their units; lists are cursor-paged; "
+                    "errors are RFC 9457 problem+json. Keys see their org and everything below it.",
     )
     problems.install(app)
+    problems.install_fallback(app)
     app.state.ctx = ctx
-    meters = {m.id: m for m in ctx.site.meters}
-    vehicles = {v.id: v for v in ctx.site.vehicles}
+    app.state.guard = guard
 
-    def _latest(measurement: str, ident: str) -> Point | None:
-        p = ctx.live.latest(measurement, ident)
-        if p is None and ctx.query is not None:
-            p = ctx.query.latest_point(measurement, {"meter" if measurement == "meter" else "vehicle": ident})
-        return p
+    orgs = {o.path: o for o in site.orgs}
+    buildings = {b.id: b for b in site.buildings}
+    meters = {m.id: m for m in site.meters}
+    meter_org = {m.id: site.meter_org(m) for m in site.meters}
+    vehicles = {v.id: v for v in site.vehicles}
 
-    @app.get("/v1/meters/{meter_id}/latest", response_model=MeterLatest, tags=["meters"],
-             responses={404: {"description": "unknown meter, or no reading yet"}})
-    def meter_latest(meter_id: str) -> MeterLatest:
+    def org_of_point(p: Point) -> str | None:
+        if p.measurement == "meter" and p.tags.get("meter") in meter_org:
+            return meter_org[p.tags["meter"]]
+        if p.measurement == "position" and p.tags.get("vehicle") in vehicles:
+            return vehicles[p.tags["vehicle"]].org
+        return p.tags.get("org")
+
+    hub = EventHub(ctx.live, org_of_point, ring_size=ctx.live_ring_size)
+    app.state.hub = hub
+
+    Who = Annotated[Principal, Depends(guard.principal)]
+    Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+    Cursor = Annotated[str | None, Query(max_length=200, description="from the previous page's next_cursor")]
+    From = Annotated[datetime | None, Query(alias="from", description="ISO 8601; naive times are site-local")]
+    To = Annotated[datetime | None, Query(description="ISO 8601, exclusive; default now")]
+    OrgQ = Annotated[str | None, Query(max_length=300, description="only this org and below (within your own)")]
+
+    def require_query() -> Any:
+        if ctx.query is None:
+            raise HTTPException(503, "no store is attached to this API")
+        return ctx.query
+
+    def span(start: datetime | None, end: datetime | None, default_s: float) -> tuple[int, int]:
+        now = time.time_ns()
+        e = to_ns(end, now, tz)
+        s = to_ns(start, e - int(default_s * NS), tz)
+        if s >= e:
+            raise HTTPException(400, "`from` must be before `to`")
+        return s, e
+
+    def bad_cursor(e: BadCursor) -> HTTPException:
+        return HTTPException(400, str(e))
+
+    async def run(coro):
+        try:
+            return await coro
+        except BadCursor as e:
+            raise bad_cursor(e) from None
+        except StoreError as e:
+            raise HTTPException(503, f"store: {e}") from None
+
+    def meter_or_404(request: Request, p: Principal, meter_id: str):
         m = meters.get(meter_id)
         if m is None:
             raise HTTPException(404, f"no meter {meter_id!r}")
-        p = _latest("meter", meter_id)
-        if p is None:
-            raise HTTPException(404, f"meter {meter_id!r} has no reading yet")
-        return MeterLatest(meter=meter_id, org=ctx.site.meter_org(m), building=m.building,
-                           carrier=m.carrier.value, time=iso(p.time_ns), values=dict(p.fields))
+        if not p.sees(meter_org[meter_id]):
+            raise guard.hidden(request, p, f"meter {meter_id!r}")
+        return m
 
-    @app.get("/v1/vehicles/{vehicle_id}/latest", response_model=VehicleLatest, tags=["vehicles"],
-             responses={404: {"description": "unknown vehicle, or no position yet"}})
-    def vehicle_latest(vehicle_id: str) -> VehicleLatest:
+    def vehicle_or_404(request: Request, p: Principal, vehicle_id: str):
         v = vehicles.get(vehicle_id)
         if v is None:
             raise HTTPException(404, f"no vehicle {vehicle_id!r}")
-        p = _latest("position", vehicle_id)
-        if p is None:
-            raise HTTPException(404, f"vehicle {vehicle_id!r} has no position yet")
-        f = dict(p.fields)
-        return VehicleLatest(vehicle=vehicle_id, plate=v.plate, org=v.org, time=iso(p.time_ns),
-                             lat=float(f.pop("lat")), lon=float(f.pop("lon")),
-                             speed_kmh=f.pop("speed_kmh", None), heading_deg=f.pop("heading_deg", None),
-                             acc=f.pop("acc", None), values=f)
+        if not p.sees(v.org):
+            raise guard.hidden(request, p, f"vehicle {vehicle_id!r}")
+        return v
 
-    @app.get("/v1/health", response_model=Health, tags=["operations"])
-    def health(response: Response) -> Health:
+    def building_or_404(request: Request, p: Principal, building_id: str):
+        b = buildings.get(building_id)
+        if b is None:
+            raise HTTPException(404, f"no building {building_id!r}")
+        if not p.sees(b.org):
+            raise guard.hidden(request, p, f"building {building_id!r}")
+        return b
+
+    # -- site and orgs --------------------------------------------------------------------------
+    @app.get("/v1/site", tags=["site"], responses=READ)
+    async def site_info(p: Who) -> dict[str, Any]:
+        """What the dashboard needs to start: site name, time zone, map tiles, the caller's scope."""
+        return {"name": site.site.name, "timezone": site.site.timezone, "tile_url": site.api.tile_url,
+                "auth": auth, "scope": p.org, "role": p.role.value, "version": __version__}
+
+    def org_out(o, p: Principal) -> OrgOut:
+        # the parent is named only when the caller sees it too
+        return OrgOut(path=o.path, code=o.code, name=o.name, parent=o.parent if p.sees(o.parent) else None)
+
+    @app.get("/v1/orgs", response_model=Page[OrgOut], tags=["orgs"], responses=READ)
+    async def list_orgs(p: Who, request: Request, limit: Limit = 100, cursor: Cursor = None,
+                        org: OrgQ = None) -> Page[OrgOut]:
+        scope = guard.org_filter(request, p, org)
+        items = sorted((o for o in site.orgs if scope is None or _within(o.path, scope)), key=lambda o: o.path)
+        try:
+            page, nxt = page_ids(items, lambda o: o.path, limit, cursor)
+        except BadCursor as e:
+            raise bad_cursor(e) from None
+        return Page[OrgOut](items=[org_out(o, p) for o in page], next_cursor=nxt)
+
+    @app.get("/v1/orgs/tree", response_model=OrgTree, tags=["orgs"], responses=READ)
+    async def org_tree(p: Who) -> OrgTree:
+        visible = sorted((o for o in site.orgs if p.sees(o.path)), key=lambda o: o.path)
+        nodes = {o.path: OrgNode(path=o.path, code=o.code, name=o.name) for o in visible}
+        roots = []
+        for o in visible:
+            if o.parent in nodes:
+                nodes[o.parent].children.append(nodes[o.path])
+            else:
+                roots.append(nodes[o.path])
+        return OrgTree(roots=roots)
+
+    @app.get("/v1/orgs/{org_path:path}", response_model=OrgOut, tags=["orgs"], responses=ONE)
+    async def get_org(org_path: str, p: Who, request: Request) -> OrgOut:
+        o = orgs.get(org_path)
+        try:
+            check_org_path(org_path)
+        except ValueError:
+            o = None
+        if o is None:
+            raise HTTPException(404, "no such org")
+        if not p.sees(o.path):
+            raise guard.hidden(request, p, f"org {org_path!r}")
+        return org_out(o, p)
+
+    # -- buildings ------------------------------------------------------------------------------
+    def building_out(b) -> BuildingOut:
+        return BuildingOut(id=b.id, org=b.org, name=b.name, floor_area_m2=b.floor_area_m2, occupants=b.occupants,
+                           meters=[m.id for m in site.meters if m.building == b.id])
+
+    @app.get("/v1/buildings", response_model=Page[BuildingOut], tags=["buildings"], responses=READ)
+    async def list_buildings(p: Who, request: Request, org: OrgQ = None, limit: Limit = 100,
+                             cursor: Cursor = None) -> Page[BuildingOut]:
+        scope = guard.org_filter(request, p, org)
+        items = sorted((b for b in site.buildings if scope is None or _within(b.org, scope)), key=lambda b: b.id)
+        try:
+            page, nxt = page_ids(items, lambda b: b.id, limit, cursor)
+        except BadCursor as e:
+            raise bad_cursor(e) from None
+        return Page[BuildingOut](items=[building_out(b) for b in page], next_cursor=nxt)
+
+    @app.get("/v1/buildings/{building_id}", response_model=BuildingOut, tags=["buildings"], responses=ONE)
+    async def get_building(building_id: str, p: Who, request: Request) -> BuildingOut:
+        return building_out(building_or_404(request, p, building_id))
+
+    # -- meters ---------------------------------------------------------------------------------
+    def meter_out(m) -> MeterOut:
+        return MeterOut(id=m.id, org=meter_org[m.id], building=m.building, carrier=m.carrier.value, profile=m.profile,
+                        interval_s=m.interval_s, ct_ratio=m.ct_ratio, pt_ratio=m.pt_ratio)
+
+    @app.get("/v1/meters", response_model=Page[MeterOut], tags=["meters"], responses=READ)
+    async def list_meters(p: Who, request: Request, org: OrgQ = None,
+                          building: Annotated[str | None, Query(max_length=200)] = None,
+                          carrier: Annotated[Literal["electricity", "water", "gas", "heat"] | None, Query()] = None,
+                          limit: Limit = 100, cursor: Cursor = None) -> Page[MeterOut]:
+        scope = guard.org_filter(request, p, org)
+        if building is not None:
+            building_or_404(request, p, building)
+        items = sorted((m for m in site.meters if (scope is None or _within(meter_org[m.id], scope))
+                        and (building is None or m.building == building)
+                        and (carrier is None or m.carrier.value == carrier)), key=lambda m: m.id)
+        try:
+            page, nxt = page_ids(items, lambda m: m.id, limit, cursor)
+        except BadCursor as e:
+            raise bad_cursor(e) from None
+        return Page[MeterOut](items=[meter_out(m) for m in page], next_cursor=nxt)
+
+    async def latest_point(measurement: str, tag: str, ident: str) -> Point | None:
+        pt = ctx.live.latest(measurement, ident)
+        if pt is None and ctx.query is not None:
+            rows = await run(ctx.query.latest(measurement, None, Where(tags={tag: ident})))
+            if rows:
+                t = max(r.time_ns for r in rows)
+                pt = Point(measurement, dict(rows[0].tags), {r.field: r.value for r in rows if r.time_ns == t}, t)
+        return pt
+
+    def meter_latest_out(m, pt: Point) -> MeterLatest:
+        return MeterLatest(meter=m.id, org=meter_org[m.id], building=m.building, carrier=m.carrier.value,
+                           time=iso(pt.time_ns, tz), values=dict(pt.fields))
+
+    @app.get("/v1/meters/{meter_id}", response_model=MeterOut, tags=["meters"], responses=ONE)
+    async def get_meter(meter_id: str, p: Who, request: Request) -> MeterOut:
+        return meter_out(meter_or_404(request, p, meter_id))
+
+    @app.get("/v1/meters/{meter_id}/latest", response_model=MeterLatest, tags=["meters"], responses=ONE)
+    async def meter_latest(meter_id: str, request: Request) -> MeterLatest:
+        """The newest reading of a meter (from live state, else the store)."""
+        p = await guard.principal(request)  # called here, not as a dependency: this route is the hot one
+        m = meter_or_404(request, p, meter_id)
+        pt = await latest_point("meter", "meter", meter_id)
+        if pt is None:
+            raise HTTPException(404, f"meter {meter_id!r} has no reading yet")
+        # the hot path of dashboards and the province's polling: built as MeterLatest documents it,
+        # serialised once with orjson instead of validated again by pydantic (the test suite checks the shape)
+        return Response(orjson.dumps({"meter": m.id, "org": meter_org[m.id], "building": m.building,
+                                      "carrier": m.carrier.value, "time": iso(pt.time_ns, tz), "values": pt.fields}),
+                        media_type="application/json")
+
+    def device_health(meter_id: str) -> dict[str, Any]:
+        modbus = getattr(service, "modbus", None) if service is not None else None
+        if modbus is None:
+            return {}
+        h = modbus.health().get(meter_id)
+        if h is None:
+            return {}
+        d = h.as_dict() if hasattr(h, "as_dict") else dict(vars(h))
+        out = {}
+        for k, v in d.items():
+            if k.endswith("_ns") and isinstance(v, int):
+                out[k[:-3]] = iso(v, tz)
+            elif isinstance(v, (str, int, float, bool, type(None), dict)):
+                out[k] = v
+        return out
+
+    @app.get("/v1/meters/{meter_id}/health", response_model=MeterHealth, tags=["meters"], responses=ONE)
+    async def meter_health(meter_id: str, p: Who, request: Request) -> MeterHealth:
+        """up / down from the poller when the service runs; else stale / up from the newest reading's age."""
+        m = meter_or_404(request, p, meter_id)
+        pt = await latest_point("meter", "meter", meter_id)
+        dev = device_health(meter_id)
+        age = None if pt is None else max(0.0, (time.time_ns() - pt.time_ns) / NS)
+        if dev.get("up") is False:
+            status = "down"
+        elif pt is None:
+            status = "unknown"
+        elif age is not None and age > max(3 * m.interval_s, 60.0):
+            status = "stale"
+        else:
+            status = "up"
+        return MeterHealth(meter=meter_id, status=status, last_reading=None if pt is None else iso(pt.time_ns, tz),
+                           age_s=None if age is None else round(age, 3), interval_s=m.interval_s, device=dev)
+
+    @app.get("/v1/meters/{meter_id}/readings", response_model=Readings, tags=["meters"], responses=ONE)
+    async def meter_readings(
+            meter_id: str, p: Who, request: Request, start: From = None, end: To = None,
+            every: Annotated[str | None, Query(max_length=12, pattern=EVERY.pattern,
+                                               description="window: 900s, 15m, 1h, 1d, day or month (site-local calendar); omit for raw")] = None,
+            agg: Annotated[Literal["mean", "sum", "min", "max", "first", "last", "count", "spread"], Query(
+                description="aggregate per window; `spread` of a counter is the consumption")] = "mean",
+            fields: Annotated[str | None, Query(max_length=1000, description="comma-separated field names; default all")] = None,
+            limit: Limit = 500, cursor: Cursor = None) -> Readings:
+        """Raw readings (paged), or one aggregate per window. Default range: the last 24 h."""
+        m = meter_or_404(request, p, meter_id)
+        q = require_query()
+        s, e = span(start, end, 86400)
+        where = Where(tags={"meter": meter_id}, org=p.org)
+        names = [f for f in (fields.split(",") if fields else await run(field_names(q, "meter", where))) if f]
+        if every is None:
+            rows, nxt = await run(page_raw(q, "meter", names, where, s, e, limit, cursor, m.interval_s))
+            return Readings(meter=meter_id, items=[Reading(time=iso(r.time_ns, tz), values=r.values) for r in rows],
+                            next_cursor=nxt)
+        n_windows = _window_count(every, s, e)
+        if n_windows > MAX_WINDOWS:
+            raise HTTPException(400, f"{n_windows} windows; at most {MAX_WINDOWS}: narrow the range or widen `every`")
+        if cursor:
+            try:
+                c_t, _ = decode_cursor(cursor)
+            except BadCursor as ex:
+                raise bad_cursor(ex) from None
+            s = max(s, c_t)
+            if s >= e:
+                return Readings(meter=meter_id, every=every, agg=agg, items=[])
+        series = await run(q.windows("meter", names, s, e, every, agg, where, site.site.timezone))
+        rows = rows_from_series(series)
+        page = rows[:limit]
+        nxt = None
+        if len(rows) > limit:
+            from api.reads import encode_cursor
+            nxt = encode_cursor(rows[limit].time_ns, 0)
+        return Readings(meter=meter_id, every=every, agg=agg, next_cursor=nxt,
+                        items=[Reading(time=iso(r.time_ns, tz), values=r.values) for r in page])
+
+    @app.get("/v1/latest/meters", response_model=list[MeterLatest], tags=["meters"], responses=READ)
+    async def latest_meters(p: Who, request: Request, org: OrgQ = None,
+                            building: Annotated[str | None, Query(max_length=200)] = None) -> list[MeterLatest]:
+        """The newest reading of every meter within the scope (for dashboards)."""
+        scope = guard.org_filter(request, p, org)
+        if building is not None:
+            building_or_404(request, p, building)
+        out = []
+        for m in site.meters:
+            if (scope is None or _within(meter_org[m.id], scope)) and (building is None or m.building == building):
+                pt = ctx.live.latest("meter", m.id)
+                if pt is not None:
+                    out.append(meter_latest_out(m, pt))
+        return out
+
+    # -- vehicles -------------------------------------------------------------------------------
+    def vehicle_out(v) -> VehicleOut:
+        return VehicleOut(id=v.id, plate=v.plate, org=v.org, home=v.home, in_service=v.in_service)
+
+    def position_out(v, pt: Point, crs: str) -> VehicleLatest:
+        f = dict(pt.fields)
+        lat, lon = float(f.pop("lat")), float(f.pop("lon"))
+        if crs == "gcj02":
+            lat, lon = _wgs_to_gcj(lat, lon)
+        speed, heading, acc = f.pop("speed_kmh", None), f.pop("heading_deg", None), f.pop("acc", None)
+        age = (time.time_ns() - pt.time_ns) / NS
+        if age > OFFLINE_S:
+            status = "offline"
+        elif speed is not None and speed > MOVING_KMH:
+            status = "moving"
+        elif acc is True:
+            status = "idle"
+        elif acc is False or speed is not None:
+            status = "parked"
+        else:
+            status = "unknown"
+        return VehicleLatest(vehicle=v.id, plate=v.plate, org=v.org, time=iso(pt.time_ns, tz), crs=crs, lat=lat,
+                             lon=lon, speed_kmh=speed, heading_deg=heading,
+                             acc=acc if isinstance(acc, bool) else None, status=status, values=f)
+
+    @app.get("/v1/vehicles", response_model=Page[VehicleOut], tags=["vehicles"], responses=READ)
+    async def list_vehicles(p: Who, request: Request, org: OrgQ = None, limit: Limit = 100,
+                            cursor: Cursor = None) -> Page[VehicleOut]:
+        scope = guard.org_filter(request, p, org)
+        items = sorted((v for v in site.vehicles if scope is None or _within(v.org, scope)), key=lambda v: v.id)
+        try:
+            page, nxt = page_ids(items, lambda v: v.id, limit, cursor)
+        except BadCursor as e:
+            raise bad_cursor(e) from None
+        return Page[VehicleOut](items=[vehicle_out(v) for v in page], next_cursor=nxt)
+
+    @app.get("/v1/vehicles/{vehicle_id}", response_model=VehicleOut, tags=["vehicles"], responses=ONE)
+    async def get_vehicle(vehicle_id: str, p: Who, request: Request) -> VehicleOut:
+        return vehicle_out(vehicle_or_404(request, p, vehicle_id))
+
+    @app.get("/v1/vehicles/{vehicle_id}/latest", response_model=VehicleLatest, tags=["vehicles"], responses=ONE)
+    async def vehicle_latest(vehicle_id: str, p: Who, request: Request, crs: Crs = "wgs84") -> VehicleLatest:
+        """The newest position; `crs=gcj02` converts to the datum of Chinese web maps (Amap, Tencent)."""
+        v = vehicle_or_404(request, p, vehicle_id)
+        pt = await latest_point("position", "vehicle", vehicle_id)
+        if pt is None or "lat" not in pt.fields or "lon" not in pt.fields:
+            raise HTTPException(404, f"vehicle {vehicle_id!r} has no position yet")
+        return position_out(v, pt, crs)
+
+    @app.get("/v1/latest/vehicles", response_model=list[VehicleLatest], tags=["vehicles"], responses=READ)
+    async def latest_vehicles(p: Who, request: Request, org: OrgQ = None, crs: Crs = "wgs84") -> list[VehicleLatest]:
+        scope = guard.org_filter(request, p, org)
+        out = []
+        for v in site.vehicles:
+            if scope is None or _within(v.org, scope):
+                pt = ctx.live.latest("position", v.id)
+                if pt is not None and "lat" in pt.fields and "lon" in pt.fields:
+                    out.append(position_out(v, pt, crs))
+        return out
+
+    @app.get("/v1/vehicles/{vehicle_id}/track", response_model=Track, tags=["vehicles"], responses=ONE)
+    async def vehicle_track(vehicle_id: str, p: Who, request: Request, start: From = None, end: To = None,
+                            crs: Crs = "wgs84", limit: Limit = 1000, cursor: Cursor = None) -> Track:
+        """Stored fixes in time order (default: the last 24 h), paged."""
+        vehicle_or_404(request, p, vehicle_id)
+        q = require_query()
+        s, e = span(start, end, 86400)
+        where = Where(tags={"vehicle": vehicle_id}, org=p.org)
+        names = ["lat", "lon", "speed_kmh", "heading_deg", "acc"]
+        rows, nxt = await run(page_raw(q, "position", names, where, s, e, limit, cursor, 1.0))
+        items = []
+        for r in rows:
+            if "lat" not in r.values or "lon" not in r.values:
+                continue
+            lat, lon = float(r.values["lat"]), float(r.values["lon"])
+            if crs == "gcj02":
+                lat, lon = _wgs_to_gcj(lat, lon)
+            acc = r.values.get("acc")
+            items.append(Fix(time=iso(r.time_ns, tz), lat=lat, lon=lon, speed_kmh=r.values.get("speed_kmh"),
+                             heading_deg=r.values.get("heading_deg"), acc=acc if isinstance(acc, bool) else None))
+        return Track(vehicle=vehicle_id, crs=crs, items=items, next_cursor=nxt)
+
+    async def records(measurement: str, tags: dict[str, Any], scope: str | None, s: int, e: int, limit: int,
+                      cursor: str | None, hint_s: float) -> tuple[list[Row], str | None]:
+        if ctx.query is None:
+            return [], None
+        where = Where(tags=tags, org=scope)
+        names = await run(field_names(ctx.query, measurement, where))
+        return await run(page_raw(ctx.query, measurement, names, where, s, e, limit, cursor, hint_s))
+
+    def record_out(r: Row) -> Record:
+        return Record(time=iso(r.time_ns, tz), tags=dict(r.tags), values=r.values)
+
+    @app.get("/v1/vehicles/{vehicle_id}/trips", response_model=Page[Record], tags=["vehicles"], responses=ONE)
+    async def vehicle_trips(vehicle_id: str, p: Who, request: Request, start: From = None, end: To = None,
+                            limit: Limit = 100, cursor: Cursor = None) -> Page[Record]:
+        """Trips found by the fleet analytics (measurement `trip`), by start time; default: the last 7 days."""
+        vehicle_or_404(request, p, vehicle_id)
+        s, e = span(start, end, 7 * 86400)
+        rows, nxt = await records("trip", {"vehicle": vehicle_id}, p.org, s, e, limit, cursor, 3600.0)
+        return Page[Record](items=[record_out(r) for r in rows], next_cursor=nxt)
+
+    @app.get("/v1/trips", response_model=Page[Record], tags=["vehicles"], responses=READ)
+    async def list_trips(p: Who, request: Request, org: OrgQ = None, start: From = None, end: To = None,
+                         limit: Limit = 100, cursor: Cursor = None) -> Page[Record]:
+        """Trips of every vehicle within the scope; default: the last 24 h."""
+        scope = guard.org_filter(request, p, org)
+        s, e = span(start, end, 86400)
+        rows, nxt = await records("trip", {}, scope, s, e, limit, cursor, 600.0)
+        return Page[Record](items=[record_out(r) for r in rows], next_cursor=nxt)
+
+    # -- indicators -----------------------------------------------------------------------------
+    def scope_check(request: Request, p: Principal, kind: str, scope: str, ident: str | None) -> None:
+        if ident is None:
+            return
+        if scope == "org":
+            if ident not in orgs:
+                try:
+                    check_org_path(ident)
+                except ValueError:
+                    raise HTTPException(404, "no such org") from None
+                if not p.sees(ident):
+                    raise guard.hidden(request, p, f"org {ident!r}")
+                raise HTTPException(404, "no such org")
+            if not p.sees(ident):
+                raise guard.hidden(request, p, f"org {ident!r}")
+        elif scope == "building":
+            building_or_404(request, p, ident)
+        elif scope == "meter":
+            meter_or_404(request, p, ident)
+        elif scope == "vehicle":
+            vehicle_or_404(request, p, ident)
+
+    async def indicators(measurement: str, p: Principal, request: Request, scope: str, ident: str | None,
+                         period: str, org: str | None, carrier: str | None, s: int, e: int, limit: int,
+                         cursor: str | None) -> Page[Indicator]:
+        scope_check(request, p, measurement, scope, ident)
+        org_scope = guard.org_filter(request, p, org)
+        tags: dict[str, Any] = {"scope": scope, "period": period}
+        if ident is not None:
+            tags["id"] = ident
+        if carrier is not None:
+            tags["carrier"] = carrier
+        hint = {"day": 86400.0, "month": 30 * 86400.0, "year": 365 * 86400.0}.get(period, 86400.0)
+        rows, nxt = await records(measurement, tags, org_scope, s, e, limit, cursor, hint / 50)
+        items = []
+        for r in rows:
+            t = r.tags
+            items.append(Indicator(scope=t.get("scope", scope), id=t.get("id", ""), org=t.get("org", ""),
+                                   period=t.get("period", period), carrier=t.get("carrier"),
+                                   start=iso(r.time_ns, tz), values=r.values))
+        return Page[Indicator](items=items, next_cursor=nxt)
+
+    @app.get("/v1/indicators/energy", response_model=Page[Indicator], tags=["indicators"], responses=ONE)
+    async def energy_indicators(
+            p: Who, request: Request,
+            scope: Annotated[Literal["org", "building", "meter"], Query(description="what the indicator is about")] = "org",
+            id: Annotated[str | None, Query(max_length=300, description="org path, building id or meter id; default all")] = None,
+            period: Literal["day", "month", "year"] = "day", org: OrgQ = None,
+            carrier: Annotated[str | None, Query(max_length=40)] = None,
+            start: From = None, end: To = None, limit: Limit = 100, cursor: Cursor = None) -> Page[Indicator]:
+        """Energy indicators (measurement `energy_indicator`, written by the analytics): consumption, kgce,
+        kgCO2, peak, load factor, base load, off-hours share... by period start. Default range: the last 31 days."""
+        s, e = span(start, end, 31 * 86400)
+        return await indicators("energy_indicator", p, request, scope, id, period, org, carrier, s, e, limit, cursor)
+
+    @app.get("/v1/indicators/fleet", response_model=Page[Indicator], tags=["indicators"], responses=ONE)
+    async def fleet_indicators(
+            p: Who, request: Request,
+            scope: Annotated[Literal["org", "vehicle"], Query()] = "org",
+            id: Annotated[str | None, Query(max_length=300, description="org path or vehicle id; default all")] = None,
+            period: Literal["day", "week", "month", "year"] = "day", org: OrgQ = None,
+            start: From = None, end: To = None, limit: Limit = 100, cursor: Cursor = None) -> Page[Indicator]:
+        """Fleet indicators (measurement `fleet_indicator`): trips, mileage, utilisation, 出车率 (dispatch rate)..."""
+        s, e = span(start, end, 31 * 86400)
+        return await indicators("fleet_indicator", p, request, scope, id, period, org, None, s, e, limit, cursor)
+
+    # -- alerts ---------------------------------------------------------------------------------
+    def alert_out(r: Row) -> Alert:
+        key = hashlib.sha1(repr(sorted(r.tags.items())).encode()).hexdigest()[:10]
+        t = r.tags
+        return Alert(id=f"{r.time_ns}-{key}", time=iso(r.time_ns, tz), org=t.get("org", ""),
+                     kind=t.get("kind") or t.get("rule") or t.get("type"),
+                     subject=t.get("vehicle") or t.get("meter"), tags=dict(t), values=r.values)
+
+    @app.get("/v1/alerts", response_model=Page[Alert], tags=["alerts"], responses=ONE)
+    async def list_alerts(p: Who, request: Request, org: OrgQ = None,
+                          vehicle: Annotated[str | None, Query(max_length=200)] = None,
+                          meter: Annotated[str | None, Query(max_length=200)] = None,
+                          start: From = None, end: To = None, limit: Limit = 100, cursor: Cursor = None) -> Page[Alert]:
+        """Alerts (measurement `alert`: overspeed, geofence, idle, off-hours, lost signal, meter anomalies...),
+        oldest first; default: the last 24 h."""
+        scope = guard.org_filter(request, p, org)
+        tags: dict[str, Any] = {}
+        if vehicle is not None:
+            vehicle_or_404(request, p, vehicle)
+            tags["vehicle"] = vehicle
+        if meter is not None:
+            meter_or_404(request, p, meter)
+            tags["meter"] = meter
+        s, e = span(start, end, 86400)
+        rows, nxt = await records("alert", tags, scope, s, e, limit, cursor, 60.0)
+        return Page[Alert](items=[alert_out(r) for r in rows], next_cursor=nxt)
+
+    @app.post("/v1/alerts/{alert_id}/ack", response_model=Alert, tags=["alerts"], responses=ONE)
+    async def ack_alert(alert_id: Annotated[str, PathParam(max_length=60, pattern=r"^[0-9]{1,19}-[0-9a-f]{10}$")],
+                        p: Who, request: Request,
+                        note: Annotated[str, Query(max_length=500, description="what was done")] = "") -> Alert:
+        """Acknowledge an alert (operator or admin; audited). Recorded as a Point of measurement
+        `alert_ack` (tags `org`, `key`, `alert`; fields `note`, `alert_time`) through the service's ingest."""
+        guard.require(request, p, Role.operator)
+        t_ns = int(alert_id.split("-")[0])
+        found = None
+        if ctx.query is not None and t_ns < 2**63 - 1:
+            where = Where(org=p.org)
+            names = await run(field_names(ctx.query, "alert", where))
+            rows = rows_from_series(await run(ctx.query.raw("alert", names, t_ns, t_ns + 1, where))) if names else []
+            found = next((r for r in rows if alert_out(r).id == alert_id), None)
+        if found is None:
+            raise HTTPException(404, f"no alert {alert_id!r}")
+        a = alert_out(found)
+        if ingest is not None:
+            await ingest.submit([Point("alert_ack", {"org": a.org, "key": p.key_id, "alert": alert_id},
+                                       {"note": note, "alert_time": a.time}, time.time_ns())])
+        guard.record(request, p, 200, "alert_ack", f"id={alert_id}")
+        return a
+
+    # -- administration -------------------------------------------------------------------------
+    @app.get("/v1/dead-letters", response_model=Page[DeadLetterOut], tags=["admin"], responses=READ)
+    async def dead_letters(p: Who, request: Request, limit: Limit = 100, cursor: Cursor = None,
+                           kind: Literal["point", "invalid", "payload"] | None = None) -> Page[DeadLetterOut]:
+        """What the store refused and payloads collectors could not decode, newest first (admin of the whole site)."""
+        guard.require_whole_site(request, p)
+        outbox = getattr(service, "outbox", None) if service is not None else ctx.extras.get("outbox")
+        if outbox is None:
+            return Page[DeadLetterOut](items=[], next_cursor=None)
+        before = None
+        if cursor:
+            try:
+                before = int(decode_id_cursor_int(cursor))
+            except BadCursor as e:
+                raise bad_cursor(e) from None
+        rows = await asyncio.to_thread(outbox.dead_letters, limit + 1, kind, before)
+        page = rows[:limit]
+        nxt = _int_cursor(page[-1].id) if len(rows) > limit else None
+        return Page[DeadLetterOut](next_cursor=nxt, items=[DeadLetterOut(
+            id=d.id, at=iso(d.at_ns, tz), source=d.source, topic=d.topic, kind=d.kind, reason=d.reason,
+            payload=d.payload.decode("utf-8", "replace")) for d in page])
+
+    @app.post("/v1/dead-letters/{dead_letter_id}/replay", response_model=Replayed, tags=["admin"], responses=ONE)
+    async def replay_dead_letter(dead_letter_id: int, p: Who, request: Request) -> Replayed:
+        """Put a refused point back into the outbox (admin of the whole site; audited)."""
+        guard.require_whole_site(request, p)
+        outbox = getattr(service, "outbox", None) if service is not None else ctx.extras.get("outbox")
+        if outbox is None:
+            raise HTTPException(404, "no outbox")
+        n = await asyncio.to_thread(outbox.replay_dead_letters, [dead_letter_id])
+        guard.record(request, p, 200, "dead_letter_replay", f"id={dead_letter_id} points={n}")
+        return Replayed(replayed=n)
+
+    def key_out(k) -> KeyOut:
+        return KeyOut(id=k.id, org=k.org, role=k.role.value, name=k.name, created=iso(k.created_ns, tz),
+                      revoked=None if k.revoked_ns is None else iso(k.revoked_ns, tz))
+
+    def need_keys() -> KeyStore:
+        if keys is None:
+            raise HTTPException(404, "API keys are off (api.auth is false)")
+        return keys
+
+    @app.get("/v1/keys", response_model=list[KeyOut], tags=["admin"], responses=ONE)
+    async def list_keys(p: Who, request: Request) -> list[KeyOut]:
+        """Keys within the admin's org (never their secrets)."""
+        guard.require(request, p, Role.admin)
+        return [key_out(k) for k in need_keys().list(within=p.org)]
+
+    @app.post("/v1/keys", response_model=KeyCreated, status_code=201, tags=["admin"], responses=ONE)
+    async def create_key(body: KeyCreate, p: Who, request: Request) -> KeyCreated:
+        """Make a key for an org within the admin's own; the token is in this answer only (audited)."""
+        guard.require(request, p, Role.admin)
+        ks = need_keys()
+        try:
+            check_org_path(body.org)
+        except ValueError:
+            guard.refuse(request, p, 403, "forbidden", f"key org {body.org[:100]!r} is not an org path")
+            raise HTTPException(403, "org is not an org path within your scope") from None
+        if not p.sees(body.org):
+            guard.refuse(request, p, 403, "forbidden", f"key org {body.org!r} outside scope")
+            raise HTTPException(403, "org is outside your scope")
+        try:
+            k, token = ks.create(body.org, body.role, body.name)
+        except KeyError_ as e:
+            raise HTTPException(400, str(e)) from None
+        guard.record(request, p, 201, "key_create", f"id={k.id} org={k.org} role={k.role.value}")
+        return KeyCreated(**key_out(k).model_dump(), token=token)
+
+    @app.delete("/v1/keys/{key_id}", response_model=KeyOut, tags=["admin"], responses=ONE)
+    async def revoke_key(key_id: str, p: Who, request: Request) -> KeyOut:
+        guard.require(request, p, Role.admin)
+        ks = need_keys()
+        try:
+            k = ks.get(key_id)
+        except KeyError_:
+            raise HTTPException(404, f"no key {key_id!r}") from None
+        if not p.sees(k.org):
+            raise guard.hidden(request, p, f"key {key_id!r}")
+        k = ks.revoke(key_id)
+        guard.record(request, p, 200, "key_revoke", f"id={key_id}")
+        return key_out(k)
+
+    @app.get("/v1/audit", response_model=Page[AuditOut], tags=["admin"], responses=ONE)
+    async def audit_log(p: Who, request: Request, limit: Limit = 100, cursor: Cursor = None) -> Page[AuditOut]:
+        """The audit log (GB/T 22239): changes and refused accesses, newest first, within the admin's org."""
+        guard.require(request, p, Role.admin)
+        if keys is None:
+            return Page[AuditOut](items=[], next_cursor=None)
+        before = None
+        if cursor:
+            try:
+                before = int(decode_id_cursor_int(cursor))
+            except BadCursor as e:
+                raise bad_cursor(e) from None
+        rows = keys.audit_entries(limit + 1, before, within=p.org)
+        page = rows[:limit]
+        return Page[AuditOut](next_cursor=_int_cursor(page[-1].id) if len(rows) > limit else None, items=[
+            AuditOut(id=a.id, at=iso(a.at_ns, tz), key_id=a.key_id, org=a.org, role=a.role, method=a.method,
+                     path=a.path, status=a.status, action=a.action, detail=a.detail) for a in page])
+
+    # -- live -----------------------------------------------------------------------------------
+    @app.get("/v1/live", tags=["live"], response_class=StreamingResponse, responses={
+        200: {"description": "text/event-stream: events `meter`, `position`, `alert` (data: JSON as in the "
+                             "latest resources), `reset` when a resume id has left the buffer; `: ping` every 15 s",
+              "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **READ})
+    async def live(p: Who, request: Request, org: OrgQ = None,
+                   topics: Annotated[str, Query(max_length=100, description="comma-separated: meter,position,alert")] = "meter,position,alert",
+                   meters_: Annotated[str | None, Query(alias="meters", max_length=4000, description="comma-separated meter ids")] = None,
+                   vehicles_: Annotated[str | None, Query(alias="vehicles", max_length=4000, description="comma-separated vehicle ids")] = None,
+                   crs: Crs = "wgs84",
+                   last_event_id: Annotated[int | None, Query(ge=0, description="resume after this id (or header Last-Event-ID)")] = None,
+                   snapshot: bool = True,
+                   key: Annotated[str | None, Query(max_length=200, description="API key, for browsers' EventSource")] = None,
+                   max_s: Annotated[float, Query(gt=0, le=3600, description="close after this long; clients reconnect with Last-Event-ID")] = 300.0,
+                   ) -> StreamingResponse:
+        """Server-Sent Events of new meter readings, vehicle positions and alerts within your org."""
+        scope = guard.org_filter(request, p, org)
+        want = {t for t in topics.split(",") if t}
+        if not want <= set(TOPICS):
+            raise HTTPException(400, f"topics are among {', '.join(TOPICS)}")
+        mset = set(meters_.split(",")) if meters_ else None
+        vset = set(vehicles_.split(",")) if vehicles_ else None
+        for mid in mset or ():
+            meter_or_404(request, p, mid)
+        for vid in vset or ():
+            vehicle_or_404(request, p, vid)
+        header = request.headers.get("last-event-id")
+        resume = last_event_id
+        if resume is None and header and header.isdigit():
+            resume = int(header)
+        hub.ensure_started()
+
+        def visible(ev) -> bool:
+            if ev.topic not in want:
+                return False
+            if ev.org is None or not ((scope is None and p.sees(ev.org)) or (scope is not None and _within(ev.org, scope))):
+                return False
+            if ev.topic == "meter" and mset is not None and ev.subject not in mset:
+                return False
+            if ev.topic == "position" and vset is not None and ev.subject not in vset:
+                return False
+            return True
+
+        def payload(ev) -> dict[str, Any] | None:
+            pt = ev.point
+            if ev.topic == "meter":
+                m = meters.get(ev.subject or "")
+                return meter_latest_out(m, pt).model_dump() if m is not None else None
+            if ev.topic == "position":
+                v = vehicles.get(ev.subject or "")
+                if v is None or "lat" not in pt.fields or "lon" not in pt.fields:
+                    return None
+                return position_out(v, pt, crs).model_dump()
+            return alert_out(Row(pt.time_ns, dict(pt.tags), dict(pt.fields))).model_dump()
+
+        async def stream():
+            last = hub.head if resume is None else resume
+            deadline = time.monotonic() + max_s
+            yield b"retry: 2000\n\n"
+            if resume is None or resume > hub.head:
+                last = hub.head
+                if snapshot:
+                    for chunk in snapshot_events(last):
+                        yield chunk
+            while time.monotonic() < deadline:
+                evs, lost = hub.after(last)
+                if lost:
+                    yield sse("reset", {"reason": "resume id left the buffer; snapshot follows"}, hub.head)
+                    for chunk in snapshot_events(hub.head):
+                        yield chunk
+                for ev in evs:
+                    last = ev.id
+                    if visible(ev):
+                        data = payload(ev)
+                        if data is not None:
+                            yield sse(ev.topic, data, ev.id)
+                if evs:
+                    continue
+                if await request.is_disconnected():
+                    return
+                before = hub.head
+                await hub.wait(last, min(15.0, max(0.0, deadline - time.monotonic())))
+                if hub.head == before:
+                    yield b": ping\n\n"
+
+        def snapshot_events(ident: int):
+            for t in ("meter", "position"):
+                if t not in want:
+                    continue
+                for subject, pt in ctx.live.all_latest(t).items():
+                    from api.stream import Event
+                    ev = Event(ident, t, org_of_point(pt), subject, pt)
+                    if visible(ev):
+                        data = payload(ev)
+                        if data is not None:
+                            yield sse(t, data, ident)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    # -- operations -----------------------------------------------------------------------------
+    def health_doc() -> Health:
         h = ctx.health()
-        if h.get("status") == "down":
+        status = h.get("status", "ok")
+        comps = dict(h.get("components", {}))
+        comps.setdefault("store", {"attached": ctx.query is not None})
+        comps["api"] = {"auth": auth, "refused": guard.refused, "live_events": hub.head}
+        return Health(status=status, version=__version__, live=True, ready=status != "down", components=comps)
+
+    @app.get("/v1/health", response_model=Health, tags=["operations"],
+             responses={503: {"model": Health, "description": "down"}})
+    async def health(response: Response) -> Health:
+        """Component status (broker, store, outbox depth, devices down). No key needed."""
+        doc = health_doc()
+        if doc.status == "down":
             response.status_code = 503
-        return Health(status=h.get("status", "ok"), version=__version__, components=h.get("components", {}))
+        return doc
+
+    @app.get("/v1/health/live", tags=["operations"], response_model=dict[str, bool])
+    async def health_live() -> dict[str, bool]:
+        """The process answers (liveness probe)."""
+        return {"live": True}
+
+    @app.get("/v1/health/ready", tags=["operations"], response_model=dict[str, bool],
+             responses={503: {"description": "not ready", "model": dict[str, bool]}})
+    async def health_ready(response: Response) -> dict[str, bool]:
+        """Ready for traffic unless the service reports itself down (readiness probe)."""
+        ready = health_doc().ready
+        if not ready:
+            response.status_code = 503
+        return {"ready": ready}
 
     @app.get("/metrics", tags=["operations"], response_class=Response,
-             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
-    def metrics() -> Response:
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}})
+    async def metrics() -> Response:
         body = ctx.metrics_text() if ctx.metrics_text else b""
-        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+        extra = (f"# HELP edge_api_refused_total Requests refused by the API (401/403/404 out of scope/429)\n"
+                 f"# TYPE edge_api_refused_total counter\nedge_api_refused_total {guard.refused}\n"
+                 f"# HELP edge_api_live_events_total Live events published to SSE clients\n"
+                 f"# TYPE edge_api_live_events_total counter\nedge_api_live_events_total {hub.head}\n").encode()
+        return Response(body + extra, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # routes are matched in order: the hot ones first (nothing else matches their paths)
+    hot = ("/v1/meters/{meter_id}/latest", "/v1/vehicles/{vehicle_id}/latest")
+    app.router.routes.sort(key=lambda r: 0 if getattr(r, "path", "") in hot else 1)
+
+    # -- dashboard ------------------------------------------------------------------------------
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+        @app.get("/", include_in_schema=False)
+        async def dashboard() -> FileResponse:
+            return FileResponse(STATIC / "index.html", media_type="text/html")
 
     return app
+
+
+# --- small pure helpers ---------------------------------------------------------------------------
+
+def _within(path: str, scope: str) -> bool:
+    from edge.config import org_within
+    return org_within(path, scope)
+
+
+def _window_count(every: str, s: int, e: int) -> int:
+    if every == "day":
+        return (e - s) // (86400 * NS) + 2
+    if every == "month":
+        return (e - s) // (28 * 86400 * NS) + 2
+    n, unit = int(every[:-1]), every[-1]
+    return (e - s) // (n * _UNIT_S[unit] * NS) + 1
+
+
+def _int_cursor(i: int) -> str:
+    from api.reads import encode_id_cursor
+    return encode_id_cursor(str(i))
+
+
+def decode_id_cursor_int(cursor: str) -> int:
+    from api.reads import decode_id_cursor
+    raw = decode_id_cursor(cursor)
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadCursor("cursor is not one this API gave out")
+    return int(raw)

@@ -33,3 +33,15 @@ def install(app: FastAPI) -> None:
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return problem(422, "Unprocessable Content", "request parameters are invalid",
                        instance=str(request.url.path), errors=errors)
+
+
+def install_fallback(app: FastAPI) -> None:
+    """Unexpected errors answer as a problem too (500), logged with their traceback."""
+    import logging
+
+    log = logging.getLogger("api")
+
+    @app.exception_handler(Exception)
+    async def _any(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error path=%s", request.url.path)
+        return problem(500, "Internal Server Error", "unexpected error; see the service log", instance=str(request.url.path))

@@ -1,0 +1,221 @@
+"""Response bodies of the ``/v1`` API (pydantic models, so the OpenAPI document is exact).
+
+Conventions: times are ISO 8601 strings with the site's offset (``2026-11-25T09:30:00.000+08:00``);
+field names carry their unit (``active_power_total_kw``, ``speed_kmh``); lists are pages
+``{"items": [...], "next_cursor": "..." | null}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+Value = float | int | bool | str
+T = TypeVar("T")
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(None, description="pass as `cursor` to get the next page; null on the last page")
+
+
+class OrgOut(BaseModel):
+    path: str = Field(description="org path of admin-division codes, e.g. 330000/330100/330106")
+    code: str
+    name: str
+    parent: str | None
+
+
+class OrgNode(BaseModel):
+    path: str
+    code: str
+    name: str
+    children: list["OrgNode"] = Field(default_factory=list)
+
+
+class OrgTree(BaseModel):
+    roots: list[OrgNode]
+
+
+class BuildingOut(BaseModel):
+    id: str
+    org: str
+    name: str
+    floor_area_m2: float
+    occupants: int = Field(description="用能人数, number of energy users")
+    meters: list[str]
+
+
+class MeterOut(BaseModel):
+    id: str
+    org: str
+    building: str | None
+    carrier: str
+    profile: str
+    interval_s: float
+    ct_ratio: float
+    pt_ratio: float
+
+
+class MeterLatest(BaseModel):
+    meter: str
+    org: str
+    building: str | None = None
+    carrier: str
+    time: str = Field(description="time of the reading, ISO 8601 with offset")
+    values: dict[str, Value] = Field(description="field name (with its unit) -> value")
+
+
+class MeterHealth(BaseModel):
+    meter: str
+    status: str = Field(description="up | down | stale | unknown")
+    last_reading: str | None = Field(None, description="time of the newest reading, ISO 8601")
+    age_s: float | None = Field(None, description="seconds since the newest reading")
+    interval_s: float
+    device: dict[str, Any] = Field(default_factory=dict, description="the poller's view: failures, errors by kind")
+
+
+class Reading(BaseModel):
+    time: str
+    values: dict[str, Value | None]
+
+
+class Readings(BaseModel):
+    meter: str
+    every: str | None = Field(None, description="window (e.g. 15m, 1h, day, month); null for raw readings")
+    agg: str | None = None
+    items: list[Reading]
+    next_cursor: str | None = None
+
+
+class VehicleOut(BaseModel):
+    id: str
+    plate: str
+    org: str
+    home: str | None
+    in_service: bool
+
+
+class VehicleLatest(BaseModel):
+    vehicle: str
+    plate: str
+    org: str
+    time: str
+    crs: str = Field("wgs84", description="datum of lat/lon: wgs84 (stored) or gcj02 (converted on request)")
+    lat: float = Field(description="degrees, in `crs`")
+    lon: float = Field(description="degrees, in `crs`")
+    speed_kmh: float | None = None
+    heading_deg: float | None = None
+    acc: bool | None = None
+    status: str = Field("unknown", description="moving | idle (ignition on, not moving) | parked | offline")
+    values: dict[str, Value] = Field(default_factory=dict)
+
+
+class Fix(BaseModel):
+    time: str
+    lat: float
+    lon: float
+    speed_kmh: float | None = None
+    heading_deg: float | None = None
+    acc: bool | None = None
+
+
+class Track(BaseModel):
+    vehicle: str
+    crs: str
+    items: list[Fix]
+    next_cursor: str | None = None
+
+
+class Record(BaseModel):
+    """A stored point of a derived measurement (trip, alert, indicator): its tags and fields."""
+
+    time: str
+    tags: dict[str, str]
+    values: dict[str, Value]
+
+
+class Indicator(BaseModel):
+    scope: str
+    id: str
+    org: str
+    period: str
+    carrier: str | None = None
+    start: str = Field(description="start of the period, ISO 8601 with offset")
+    values: dict[str, Value] = Field(description="indicator name (with its unit) -> value")
+
+
+class Alert(BaseModel):
+    id: str = Field(description="stable id: time and series")
+    time: str
+    org: str
+    kind: str | None = None
+    subject: str | None = Field(None, description="vehicle or meter id")
+    tags: dict[str, str]
+    values: dict[str, Value]
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    at: str
+    source: str
+    topic: str
+    kind: str
+    reason: str
+    payload: str = Field(description="the payload as text (UTF-8, invalid bytes replaced)")
+
+
+class KeyOut(BaseModel):
+    id: str
+    org: str
+    role: str
+    name: str
+    created: str
+    revoked: str | None
+
+
+class KeyCreate(BaseModel):
+    org: str = Field(description="org path the key is scoped to")
+    role: str = Field("viewer", pattern="^(viewer|operator|admin)$")
+    name: str = Field("", max_length=200)
+
+
+class KeyCreated(KeyOut):
+    token: str = Field(description="the secret token; shown once, never stored")
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: str
+    key_id: str
+    org: str
+    role: str
+    method: str
+    path: str
+    status: int
+    action: str
+    detail: str
+
+
+class Health(BaseModel):
+    status: str = Field(description="ok | degraded | down")
+    version: str
+    live: bool = True
+    ready: bool = True
+    components: dict[str, Any]
+
+
+class Replayed(BaseModel):
+    replayed: int

@@ -1,0 +1,147 @@
+"""The dashboard in a real headless Chromium (Debian's chromium + chromedriver, via selenium):
+both views load, live values update from the SSE stream, and the console has no errors.
+Screenshots go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from api.app import create_app
+from edge.point import Point
+from tests.api.apienv import INST42, ThreadedServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+                                                      reason="needs Debian's chromium and chromedriver")]
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def driver_for(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+                 f"--user-data-dir={tmp_path / 'chrome-profile'}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def wait(pred, timeout_s: float = 15.0, what: str = ""):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            v = pred()
+        except Exception:  # the element may not exist yet
+            v = None
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_dashboard_energy_and_fleet_views_update_live(env, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    env.store.write_points([Point("energy_indicator", {"scope": "building", "id": "hq", "org": INST42, "period": "day",
+                                                       "carrier": "electricity"},
+                                  {"consumption_kwh": 812.5, "off_hours_share": 0.31}, env.now_ns - 60 * 10**9)])
+    app = create_app(env.ctx)
+    with ThreadedServer(app) as srv:
+        d = driver_for(tmp_path)
+        try:
+            d.get(srv.url + "/#energy")
+            wait(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1", what="dashboard ready")
+            wait(lambda: "on" in d.find_element(By.ID, "conn").get_attribute("class"), what="live stream open")
+            power = d.find_element(By.ID, "power-hq")
+            assert power.text.endswith("kW") and power.text != "— kW"
+            assert "812.5" in d.find_element(By.ID, "today-hq").text
+            assert len(d.find_elements(By.CSS_SELECTOR, ".chart svg polyline")) == 4
+            # a new reading arrives: building power and the meter row change live
+            srv.call(env.live.update, [Point("meter", {"meter": "m-hq-main", "org": INST42, "building": "hq"},
+                                             {"active_power_total_kw": 1234.5}, time.time_ns())])
+            wait(lambda: "1234.50" in d.find_element(By.CSS_SELECTOR, 'tr[data-meter="m-hq-main"] .power').text,
+                 what="meter row update")
+            wait(lambda: float(d.find_element(By.ID, "power-hq").text.split()[0]) > 1234, what="building power update")
+            d.save_screenshot(str(ARTIFACTS / "dashboard-energy.png"))
+
+            d.get(srv.url + "/#fleet")
+            wait(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1", what="fleet ready")
+            wait(lambda: "on" in d.find_element(By.ID, "conn").get_attribute("class"), what="live stream open")
+            rows = d.find_elements(By.CSS_SELECTOR, "#vehicle-table tbody tr")
+            assert {r.get_attribute("data-vehicle") for r in rows} == {"veh-01", "veh-07", "veh-x"}
+            assert len(d.find_elements(By.CSS_SELECTOR, "#trip-table tbody tr")) == 3
+            for i in range(5):
+                srv.call(env.live.update, [Point("position", {"vehicle": "veh-01", "org": INST42},
+                                                 {"lat": 30.30 + 0.002 * i, "lon": 120.20 + 0.002 * i,
+                                                  "speed_kmh": 61.0 + i, "acc": True}, time.time_ns())])
+                time.sleep(0.05)
+            srv.call(env.live.update, [Point("alert", {"vehicle": "veh-01", "org": INST42, "kind": "overspeed"},
+                                             {"message": "浙A·D0001 above 60 km/h"}, time.time_ns())])
+            wait(lambda: d.find_element(By.CSS_SELECTOR, 'tr[data-vehicle="veh-01"] .speed').text == "65",
+                 what="vehicle speed update")
+            wait(lambda: "浙A·D0001 above 60 km/h" in d.find_element(By.ID, "alerts").text, what="live alert")
+            assert "moving" in d.find_element(By.CSS_SELECTOR, 'tr[data-vehicle="veh-01"] .status').text
+            d.save_screenshot(str(ARTIFACTS / "dashboard-fleet.png"))
+            errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
+            assert errors == []
+        finally:
+            d.quit()
+
+
+def _png(rgb: tuple[int, int, int]) -> bytes:
+    """A 256x256 single-colour PNG (a stand-in for a local tile server's tiles)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + bytes(rgb) * 256
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 256, 256, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(row * 256)) + chunk(b"IEND", b""))
+
+
+def test_fleet_map_uses_the_configured_tile_server(env, tmp_path):
+    from fastapi import FastAPI, Response
+    from selenium.webdriver.common.by import By
+
+    from edge.config import Api
+
+    requested: list[str] = []
+    tiles = FastAPI()
+
+    @tiles.get("/tiles/{z}/{x}/{y}.png")
+    async def tile(z: int, x: int, y: int) -> Response:
+        requested.append(f"{z}/{x}/{y}")
+        return Response(_png((200, 225, 200) if (x + y) % 2 else (225, 235, 245)), media_type="image/png")
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with ThreadedServer(tiles) as tile_srv:
+        env.ctx.site = env.ctx.site.model_copy(update={"api": Api(tile_url=tile_srv.url + "/tiles/{z}/{x}/{y}.png")})
+        with ThreadedServer(create_app(env.ctx)) as srv:
+            d = driver_for(tmp_path)
+            try:
+                d.get(srv.url + "/#fleet")
+                try:
+                    wait(lambda: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1", what="ready")
+                except AssertionError:
+                    print(d.get_log("browser"))
+                    raise
+                wait(lambda: len(requested) >= 2, what="tiles requested")
+                assert "map tiles" in d.find_element(By.ID, "map-mode").text
+                z = {int(r.split("/")[0]) for r in requested}
+                assert all(10 <= zz <= 19 for zz in z)  # a few km of Hangzhou: a city-scale zoom
+                time.sleep(0.3)
+                d.save_screenshot(str(ARTIFACTS / "dashboard-fleet-tiles.png"))
+                assert [e for e in d.get_log("browser") if e["level"] == "SEVERE"] == []
+            finally:
+                d.quit()
