@@ -3,8 +3,8 @@
 Every section is a frozen pydantic model with ``extra="forbid"``; units are in field names.
 A bad file fails with the file, the line, the object id and the field in the message.
 Secrets come from the environment: any string ``${VAR}`` is replaced by ``$VAR``, and the
-variables ``EDGE_MQTT_PASSWORD``, ``EDGE_STORE_PASSWORD``, ``EDGE_STORE_TOKEN`` override the
-file's values.
+variables ``EDGE_MQTT_USERNAME``, ``EDGE_MQTT_PASSWORD``, ``EDGE_STORE_PASSWORD``, ``EDGE_STORE_TOKEN``,
+``EDGE_UPSTREAM_TOKEN`` and ``EDGE_UPSTREAM_PASSWORD`` override the file's values.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -247,11 +247,29 @@ class Outbox(Frozen):
     commit_interval_ms: int = Field(default=50, gt=0)
 
 
+class Upstream(Frozen):
+    """Push to the provincial platform: indicators (and raw points if asked) through a durable outbox."""
+
+    url: str
+    database: str = "sensing"
+    org: str | None = None
+    bucket: str | None = Field(default=None, description="set for InfluxDB 2.x/3.x intake; else 1.x /write")
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    measurements: tuple[str, ...] = ("energy_indicator", "fleet_indicator")
+    raw: bool = Field(default=False, description="also forward raw meter readings and positions")
+    max_bytes: int = Field(default=256 << 20, gt=0)
+
+
 class Api(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     auth: bool = Field(default=False, description="require API keys; off for the local demo only")
     tile_url: str | None = None
+    rate_per_s: float = Field(default=50.0, gt=0, description="requests per second per key (token bucket)")
+    rate_burst: float = Field(default=100.0, gt=0)
+    upstream: Upstream | None = None
 
 
 class Analytics(Frozen):
@@ -262,6 +280,35 @@ class Analytics(Frozen):
     holidays_extra: tuple[str, ...] = Field(default=(), description="ISO dates of holidays the calendar lacks")
     workdays_extra: tuple[str, ...] = Field(default=(), description="ISO dates of 调休 working weekends the calendar lacks")
     interval_s: float = Field(default=60.0, gt=0)
+
+
+class Segmentation(str, Enum):
+    auto = "auto"          # by the ACC bit where the terminal reports it, else by distance and time
+    acc = "acc"
+    distance = "distance"
+
+
+class Fleet(Frozen):
+    """Trip segmentation, cleaning, indicator and alert parameters (defaults: DOMAIN.md)."""
+
+    segmentation: Segmentation = Segmentation.auto
+    stop_radius_m: float = Field(default=200.0, gt=0)
+    min_stop_s: float = Field(default=180.0, gt=0)
+    max_gap_s: float = Field(default=3600.0, gt=0)
+    min_trip_m: float = Field(default=300.0, ge=0)
+    min_trip_s: float = Field(default=60.0, ge=0)
+    idle_speed_kmh: float = Field(default=3.0, ge=0)
+    min_idle_s: float = Field(default=120.0, ge=0)
+    jitter_m: float = Field(default=30.0, ge=0)
+    parked_radius_m: float = Field(default=100.0, ge=0)
+    max_speed_kmh: float = Field(default=200.0, gt=0)
+    overspeed_kmh: float = Field(default=100.0, gt=0)
+    overspeed_grace_s: float = Field(default=30.0, ge=0)
+    long_idle_s: float = Field(default=600.0, gt=0)
+    lost_signal_s: float = Field(default=900.0, gt=0)
+    night_check: str = Field(default="02:00", pattern=r"^\d{2}:\d{2}$", description="local time a vehicle should be home")
+    under_used_threshold: float = Field(default=0.2, ge=0, le=1)
+    under_used_weeks: int = Field(default=4, ge=1)
 
 
 class SiteInfo(Frozen):
@@ -282,6 +329,7 @@ class Site(Frozen):
     outbox: Outbox = Outbox()
     api: Api = Api()
     analytics: Analytics = Analytics()
+    fleet: Fleet = Fleet()
 
     def meter_org(self, m: Meter) -> str:
         if m.org:
@@ -347,6 +395,8 @@ _SECRET_ENV = {
     ("store", "password"): "EDGE_STORE_PASSWORD",
     ("store", "token"): "EDGE_STORE_TOKEN",
 }
+_NESTED_SECRET_ENV = {("api", "upstream", "token"): "EDGE_UPSTREAM_TOKEN",
+                      ("api", "upstream", "password"): "EDGE_UPSTREAM_PASSWORD"}
 
 
 def _line_map(text: str) -> dict[tuple, int]:
@@ -424,6 +474,10 @@ def parse_site(text: str, file: str = "<site>") -> Site:
             raw.setdefault(section, {})
             if isinstance(raw[section], dict):
                 raw[section][key] = os.environ[var]
+    for (a, b, key), var in _NESTED_SECRET_ENV.items():
+        sec = raw.get(a, {}).get(b) if isinstance(raw.get(a), dict) else None
+        if var in os.environ and isinstance(sec, dict):
+            sec[key] = os.environ[var]
     lines = _line_map(text)
 
     def line_of(loc: tuple) -> int | None:

@@ -1,0 +1,423 @@
+"""Weather-normalised daily baseline (CalTRACK daily method) and savings with ASHRAE Guideline 14
+statistics, fitted for many meters at once.
+
+Model (CalTRACK 2.0 daily, as in eemeter/OpenDSM's legacy model): daily use ``y`` against the
+day's mean outdoor temperature ``T``:
+
+- intercept-only: y = a
+- HDD-only:       y = a + b_h · max(bp_h − T, 0)
+- CDD-only:       y = a + b_c · max(T − bp_c, 0)
+- HDD+CDD:        y = a + b_h · HDD(bp_h) + b_c · CDD(bp_c), bp_h ≤ bp_c
+
+Balance points are searched on a grid (default 30-90 °F in 1 °F steps, i.e. −1.1 to 32.2 °C).
+A candidate qualifies when each slope is positive with p < 0.1 and its degree days are
+sufficient (≥ 10 days with non-zero degree days and ≥ 20 °F·days in total, CalTRACK 3.4.3).
+The model with the best adjusted R² among qualifying candidates wins (intercept-only always
+qualifies). Fits are ordinary least squares via sufficient statistics, so 1,000 meters sharing
+one weather series cost a few matrix products per balance point.
+
+Statistics (ASHRAE Guideline 14-2014): R², CV(RMSE) = √(SSE/(n−p)) ÷ ȳ, NMBE = Σ(y−ŷ) ÷
+((n−p)·ȳ), with p the number of parameters. G14's limits: CV(RMSE) ≤ 15 % and |NMBE| ≤ 5 % for
+monthly models, ≤ 30 % and ≤ 10 % for hourly. A daily model is checked on its daily residuals
+against the hourly limits and on its residuals summed per calendar month against the monthly
+limits; both verdicts are reported, a model that misses them is flagged, never hidden.
+
+Fractional savings uncertainty (G14 Annex B): U = t · 1.26 · CV · √((n/n′)(1 + 2/n)/m) ÷ F with
+n′ = n(1−ρ)/(1+ρ) (ρ: lag-1 autocorrelation of baseline residuals), m reporting days, F the
+savings fraction; t at the requested confidence (two-sided), n − p degrees of freedom.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+F_PER_C = 9.0 / 5.0
+
+
+def f_to_c(f: np.ndarray | float) -> np.ndarray | float:
+    return (np.asarray(f) - 32.0) / F_PER_C
+
+
+@dataclass(frozen=True, slots=True)
+class BaselineSettings:
+    bp_grid_f: tuple[float, float, float] = (30.0, 90.0, 1.0)   # start, stop (inclusive), step in °F
+    p_max: float = 0.1
+    min_nonzero_dd_days: int = 10
+    min_total_dd_f: float = 20.0
+    min_days: int = 329                  # CalTRACK: 12-month baseline ≥ 329 days ...
+    min_coverage: float = 0.9            # ... with ≥ 90 % of days present
+    g14_cvrmse_hourly: float = 0.30
+    g14_nmbe_hourly: float = 0.10
+    g14_cvrmse_monthly: float = 0.15
+    g14_nmbe_monthly: float = 0.05
+
+    def grid_c(self) -> np.ndarray:
+        a, b, s = self.bp_grid_f
+        return f_to_c(np.arange(a, b + s / 2, s))
+
+
+MODEL_TYPES = ("intercept_only", "hdd_only", "cdd_only", "hdd_cdd")
+
+
+@dataclass(frozen=True)
+class DailyModel:
+    """A fitted CalTRACK daily model. Temperatures in °C, y in the meter's unit per day."""
+
+    model_type: str
+    intercept: float
+    beta_hdd: float
+    beta_cdd: float
+    hdd_bp_c: float          # NaN when the model has no HDD term
+    cdd_bp_c: float
+    n: int
+    n_params: int
+    r2: float
+    adj_r2: float
+    cvrmse: float
+    nmbe: float
+    cvrmse_monthly: float
+    nmbe_monthly: float
+    rmse: float
+    mean_y: float
+    rho: float               # lag-1 autocorrelation of residuals
+    xtx_inv: np.ndarray      # (p, p) for prediction intervals
+    g14_daily_ok: bool       # against G14's hourly limits (daily residuals)
+    g14_monthly_ok: bool     # against G14's monthly limits (residuals summed per month)
+    sufficient: bool         # baseline data sufficiency (days and coverage)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def g14_ok(self) -> bool:
+        return self.g14_daily_ok and self.g14_monthly_ok
+
+    def design(self, temp_c: np.ndarray) -> np.ndarray:
+        t = np.asarray(temp_c, dtype=np.float64)
+        cols = [np.ones_like(t)]
+        if self.model_type in ("hdd_only", "hdd_cdd"):
+            cols.append(np.maximum(self.hdd_bp_c - t, 0.0))
+        if self.model_type in ("cdd_only", "hdd_cdd"):
+            cols.append(np.maximum(t - self.cdd_bp_c, 0.0))
+        return np.stack(cols, axis=-1)
+
+    def predict(self, temp_c: np.ndarray) -> np.ndarray:
+        t = np.asarray(temp_c, dtype=np.float64)
+        y = np.full_like(t, self.intercept)
+        if self.model_type in ("hdd_only", "hdd_cdd"):
+            y = y + self.beta_hdd * np.maximum(self.hdd_bp_c - t, 0.0)
+        if self.model_type in ("cdd_only", "hdd_cdd"):
+            y = y + self.beta_cdd * np.maximum(t - self.cdd_bp_c, 0.0)
+        return y
+
+    def prediction_interval(self, temp_c: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """OLS prediction interval for single new days: ŷ ± t·s·√(1 + x₀ᵀ(XᵀX)⁻¹x₀)."""
+        x = self.design(temp_c)
+        lev = np.einsum("ij,jk,ik->i", x, self.xtx_inv, x)
+        dof = max(self.n - self.n_params, 1)
+        half = stats.t.ppf(0.5 + level / 2, dof) * self.rmse * np.sqrt(1.0 + lev)
+        yhat = self.predict(temp_c)
+        return yhat - half, yhat + half
+
+
+def daily_mean_temperature(times_ns: np.ndarray, temp_c: np.ndarray, first_day: int, n_days: int,
+                           offset_ns: int = 8 * 3600 * 10**9, min_hours: int = 12) -> np.ndarray:
+    """Mean of the readings in each local day (CalTRACK uses the day's average temperature);
+    NaN for days with fewer than ``min_hours`` distinct hours of readings."""
+    t = np.asarray(times_ns, dtype=np.int64)
+    v = np.asarray(temp_c, dtype=np.float64)
+    ok = ~np.isnan(v)
+    day = (t + offset_ns) // (86400 * 10**9) - first_day
+    sel = ok & (day >= 0) & (day < n_days)
+    s = np.bincount(day[sel], weights=v[sel], minlength=n_days)
+    c = np.bincount(day[sel], minlength=n_days)
+    hours = (t + offset_ns) // (3600 * 10**9)
+    hkey = np.unique(hours[sel])
+    hc = np.bincount((hkey - first_day * 24) // 24, minlength=n_days)[:n_days]
+    out = np.full(n_days, np.nan)
+    good = (c > 0) & (hc >= min_hours)
+    out[good] = s[good] / c[good]
+    return out
+
+
+def _significant(beta: np.ndarray, var: np.ndarray, crit: np.ndarray) -> np.ndarray:
+    """|t| > critical t (two-sided p < p_max), ``crit`` per row (degrees of freedom differ)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tt = np.abs(beta) / np.sqrt(var)
+    return np.isfinite(tt) & (tt > crit)
+
+
+def _adj(r2: np.ndarray, n: np.ndarray, k: int) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 - (1.0 - r2) * (n - 1) / (n - k - 1)
+
+
+def fit_daily_models(y: np.ndarray, temp_c: np.ndarray, settings: BaselineSettings = BaselineSettings(),
+                     month_of_day: np.ndarray | None = None) -> list[DailyModel]:
+    """Fit one CalTRACK daily model per row of ``y`` ((m, days) or (days,); NaN = day missing)
+    against the shared daily mean temperature ``temp_c`` (days,). ``month_of_day`` (days,)
+    labels each day's calendar month for the monthly G14 check (default: 30-day blocks)."""
+    y2 = np.atleast_2d(np.asarray(y, dtype=np.float64))
+    t = np.asarray(temp_c, dtype=np.float64)
+    m, nd = y2.shape
+    if t.shape != (nd,):
+        raise ValueError(f"temperature {t.shape} does not match {nd} days")
+    if month_of_day is None:
+        month_of_day = np.arange(nd) // 30
+    W = (~np.isnan(y2) & ~np.isnan(t)[None, :]).astype(np.float64)
+    tz = np.where(np.isnan(t), 0.0, t)
+    Y = np.where(W > 0, y2, 0.0)
+    n = W.sum(1)
+    Sy = Y.sum(1)
+    Syy = (Y * Y).sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        SST = Syy - Sy * Sy / n
+    crit2 = stats.t.ppf(1 - settings.p_max / 2, np.maximum(n - 2, 1))[:, None]
+    crit3 = stats.t.ppf(1 - settings.p_max / 2, np.maximum(n - 3, 1))[:, None]
+    bp = settings.grid_c()
+    H = np.maximum(bp[:, None] - tz[None, :], 0.0)      # (nb, days)
+    C = np.maximum(tz[None, :] - bp[:, None], 0.0)
+    min_tot = settings.min_total_dd_f / F_PER_C
+
+    def single(X: np.ndarray):
+        Sx = W @ X.T                         # (m, nb)
+        Sxx = W @ (X * X).T
+        Sxy = Y @ X.T
+        nz = W @ (X > 0).T.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            Vxx = Sxx - Sx * Sx / n[:, None]
+            Vxy = Sxy - Sx * Sy[:, None] / n[:, None]
+            b = Vxy / Vxx
+            sse = SST[:, None] - b * Vxy
+            dof = n[:, None] - 2
+            s2 = sse / dof
+            sig = _significant(b, s2 / Vxx, crit2)
+            r2 = 1 - sse / SST[:, None]
+        ok = (b > 0) & sig & (nz >= settings.min_nonzero_dd_days) & (Sx >= min_tot) & (Vxx > 0)
+        adj = np.where(ok, _adj(r2, n[:, None], 1), -np.inf)
+        best = np.argmax(adj, axis=1)
+        return adj[np.arange(m), best], best
+
+    adj_h, best_h = single(H)
+    adj_c, best_c = single(C)
+    # HDD+CDD: loop over the heating balance point, all cooling balance points ≥ it at once.
+    Sh_all, Shh_all, Shy_all = W @ H.T, W @ (H * H).T, Y @ H.T
+    Sc_all, Scc_all, Scy_all = W @ C.T, W @ (C * C).T, Y @ C.T
+    nzh_all, nzc_all = W @ (H > 0).T.astype(np.float64), W @ (C > 0).T.astype(np.float64)
+    best_hc = np.full(m, -np.inf)
+    best_hc_ij = np.zeros((m, 2), dtype=np.int64)
+    nn = n[:, None]
+    for i in range(len(bp)):
+        j0 = i
+        if j0 >= len(bp):
+            break
+        Ci = C[j0:]
+        Shc = W @ (H[i][None, :] * Ci).T                 # (m, nbj)
+        Sh, Shh, Shy = Sh_all[:, i:i + 1], Shh_all[:, i:i + 1], Shy_all[:, i:i + 1]
+        Sc, Scc, Scy = Sc_all[:, j0:], Scc_all[:, j0:], Scy_all[:, j0:]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            Vhh = Shh - Sh * Sh / nn
+            Vcc = Scc - Sc * Sc / nn
+            Vhc = Shc - Sh * Sc / nn
+            Vhy = Shy - Sh * Sy[:, None] / nn
+            Vcy = Scy - Sc * Sy[:, None] / nn
+            det = Vhh * Vcc - Vhc * Vhc
+            bh = (Vcc * Vhy - Vhc * Vcy) / det
+            bc = (Vhh * Vcy - Vhc * Vhy) / det
+            sse = SST[:, None] - bh * Vhy - bc * Vcy
+            dof = nn - 3
+            s2 = sse / dof
+            sh = _significant(bh, s2 * Vcc / det, crit3)
+            sc = _significant(bc, s2 * Vhh / det, crit3)
+            r2 = 1 - sse / SST[:, None]
+        ok = ((bh > 0) & (bc > 0) & sh & sc & (det > 0)
+              & (nzh_all[:, i:i + 1] >= settings.min_nonzero_dd_days) & (nzc_all[:, j0:] >= settings.min_nonzero_dd_days)
+              & (Sh >= min_tot) & (Sc >= min_tot))
+        adj = np.where(ok, _adj(r2, nn, 2), -np.inf)
+        j = np.argmax(adj, axis=1)
+        a = adj[np.arange(m), j]
+        better = a > best_hc
+        best_hc = np.where(better, a, best_hc)
+        best_hc_ij[better, 0] = i
+        best_hc_ij[better, 1] = j0 + j[better]
+
+    adj_int = np.zeros(m)  # intercept-only: R² = adjusted R² = 0
+    cand = np.stack([adj_int, adj_h, adj_c, best_hc], axis=1)
+    cand = np.where(np.isnan(cand), -np.inf, cand)
+    choice = np.argmax(cand, axis=1)
+    _, month_index = np.unique(month_of_day, return_inverse=True)
+    kinds = [MODEL_TYPES[c] for c in choice]
+    hbp = np.where(np.isin(choice, (1, 3)), bp[np.where(choice == 3, best_hc_ij[:, 0], best_h)], np.nan)
+    cbp = np.where(np.isin(choice, (2, 3)), bp[np.where(choice == 3, best_hc_ij[:, 1], best_c)], np.nan)
+    return _final_fits(y2, t, kinds, hbp, cbp, settings, month_index)
+
+
+def _final_fits(y2: np.ndarray, t: np.ndarray, kinds: list[str], hbp: np.ndarray, cbp: np.ndarray,
+                settings: BaselineSettings, month_index: np.ndarray) -> list[DailyModel]:
+    """Refit each row's chosen model by OLS and compute its statistics, all rows at once: every
+    row gets a 3-column design [1, HDD, CDD]; a column the row's model does not use is zeroed
+    and decoupled (identity in XᵀX), so its coefficient is 0 and the rest is that model's fit."""
+    m, nd = y2.shape
+    tz = np.where(np.isnan(t), 0.0, t)
+    W = (~np.isnan(y2) & ~np.isnan(t)[None, :]).astype(np.float64)
+    Y = np.where(W > 0, y2, 0.0)
+    use_h = np.array([k in ("hdd_only", "hdd_cdd") for k in kinds])
+    use_c = np.array([k in ("cdd_only", "hdd_cdd") for k in kinds])
+    used = np.stack([np.ones(m, dtype=bool), use_h, use_c], axis=1)
+    X = np.empty((m, nd, 3))
+    X[:, :, 0] = 1.0
+    X[:, :, 1] = np.where(use_h[:, None], np.maximum(np.where(use_h, hbp, 0.0)[:, None] - tz[None, :], 0.0), 0.0)
+    X[:, :, 2] = np.where(use_c[:, None], np.maximum(tz[None, :] - np.where(use_c, cbp, 0.0)[:, None], 0.0), 0.0)
+    Xw = X * W[:, :, None]
+    xtx = np.einsum("mnk,mnl->mkl", Xw, X)
+    both = used[:, :, None] & used[:, None, :]
+    xtx = np.where(both, xtx, 0.0) + np.eye(3)[None] * (~used)[:, :, None]
+    xty = np.einsum("mnk,mn->mk", Xw, Y) * used
+    n = W.sum(axis=1)
+    p = used.sum(axis=1)
+    ok_rows = n > p
+    xtx[~ok_rows] = np.eye(3)                     # too few days: fitted as NaN below
+    xtx_inv = np.linalg.pinv(xtx)
+    beta = np.einsum("mkl,ml->mk", xtx_inv, xty)
+    resid = (Y - np.einsum("mnk,mk->mn", X, beta)) * W
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sse = (resid * resid).sum(axis=1)
+        ybar = Y.sum(axis=1) / n
+        sst = (((Y - ybar[:, None]) ** 2) * W).sum(axis=1)
+        r2 = np.where(sst > 0, 1 - sse / sst, 0.0)
+        adj = 1 - (1 - r2) * (n - 1) / (n - p)
+        rmse = np.sqrt(sse / (n - p))
+        cv = rmse / ybar
+        nmbe = resid.sum(axis=1) / ((n - p) * ybar)
+        # per calendar month: residuals and actuals summed (G14's monthly check)
+        nmonths = int(month_index.max()) + 1 if month_index.size else 0
+        onehot = np.zeros((nd, nmonths))
+        onehot[np.arange(nd), month_index] = 1.0
+        m_res = resid @ onehot
+        m_y = Y @ onehot
+        present = (W @ onehot) > 0
+        km = present.sum(axis=1)
+        cv_m = np.sqrt((m_res ** 2).sum(axis=1) / (km - p)) / (m_y.sum(axis=1) / km)
+        nmbe_m = m_res.sum(axis=1) / ((km - p) * (m_y.sum(axis=1) / km))
+    # lag-1 autocorrelation of residuals over consecutive usable days
+    rho = np.zeros(m)
+    full = W.all(axis=1)
+    if full.any():
+        a, b = resid[full, :-1], resid[full, 1:]
+        a = a - a.mean(axis=1, keepdims=True)
+        b = b - b.mean(axis=1, keepdims=True)
+        den = np.sqrt((a * a).sum(axis=1) * (b * b).sum(axis=1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho[full] = np.where(den > 0, (a * b).sum(axis=1) / den, 0.0)
+    for r in np.flatnonzero(~full):
+        e = resid[r][W[r] > 0]
+        if e.size > 2:
+            a, b = e[:-1] - e[:-1].mean(), e[1:] - e[1:].mean()
+            den = np.sqrt((a @ a) * (b @ b))
+            rho[r] = float(a @ b / den) if den > 0 else 0.0
+
+    models = []
+    for r in range(m):
+        kind = kinds[r]
+        pr = int(p[r])
+        cols = np.flatnonzero(used[r])
+        if not ok_rows[r]:
+            models.append(DailyModel(kind, np.nan, np.nan, np.nan, float(hbp[r]), float(cbp[r]), int(n[r]), pr,
+                                     np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan,
+                                     np.full((pr, pr), np.nan), False, False, False, ("too few days to fit",)))
+            continue
+        notes = []
+        sufficient = n[r] >= settings.min_days and n[r] >= settings.min_coverage * nd
+        if not sufficient:
+            notes.append(f"baseline has {int(n[r])} usable days of {nd}: CalTRACK wants >= {settings.min_days} "
+                         f"and >= {settings.min_coverage:.0%}")
+        if not km[r] > pr:
+            notes.append("fewer months than parameters: monthly G14 check not possible")
+        g14_d = bool(cv[r] <= settings.g14_cvrmse_hourly and abs(nmbe[r]) <= settings.g14_nmbe_hourly)
+        g14_m = bool(km[r] > pr and cv_m[r] <= settings.g14_cvrmse_monthly
+                     and abs(nmbe_m[r]) <= settings.g14_nmbe_monthly)
+        if not g14_d:
+            notes.append(f"misses ASHRAE G14 (daily vs hourly limits): CV(RMSE) {cv[r]:.1%}, NMBE {nmbe[r]:.1%}")
+        if not g14_m:
+            notes.append(f"misses ASHRAE G14 monthly limits: CV(RMSE) {cv_m[r]:.1%}, NMBE {nmbe_m[r]:.1%}")
+        models.append(DailyModel(
+            kind, float(beta[r, 0]), float(beta[r, 1]), float(beta[r, 2]), float(hbp[r]), float(cbp[r]),
+            int(n[r]), pr, float(r2[r]), float(adj[r]), float(cv[r]), float(nmbe[r]),
+            float(cv_m[r]) if km[r] > pr else float("nan"), float(nmbe_m[r]) if km[r] > pr else float("nan"),
+            float(rmse[r]), float(ybar[r]), float(rho[r]), xtx_inv[r][np.ix_(cols, cols)], g14_d, g14_m,
+            bool(sufficient), tuple(notes)))
+    return models
+
+
+@dataclass(frozen=True)
+class Savings:
+    """Avoided energy use over a reporting period: predicted (baseline adjusted to the reporting
+    period's weather) − actual, over days with both."""
+
+    days: int
+    predicted: float
+    actual: float
+    savings: float
+    fraction: float             # savings ÷ predicted
+    fsu: float                  # fractional savings uncertainty (G14), relative to the savings
+    savings_uncertainty: float  # absolute, same unit as savings
+    confidence: float
+    model_g14_ok: bool
+
+
+def savings(model: DailyModel, reporting_y: np.ndarray, reporting_temp_c: np.ndarray,
+            confidence: float = 0.68) -> Savings:
+    """Savings and G14 fractional savings uncertainty (default 68 %: G14 asks for savings to
+    exceed twice their uncertainty at 68 % confidence)."""
+    y = np.asarray(reporting_y, dtype=np.float64)
+    t = np.asarray(reporting_temp_c, dtype=np.float64)
+    sel = ~np.isnan(y) & ~np.isnan(t)
+    pred = float(model.predict(t[sel]).sum())
+    act = float(y[sel].sum())
+    s = pred - act
+    mdays = int(sel.sum())
+    frac = s / pred if pred else np.nan
+    n = model.n
+    rho = model.rho if np.isfinite(model.rho) else 0.0
+    n_eff = n * (1 - rho) / (1 + rho) if rho < 1 else 1.0
+    tval = stats.t.ppf(0.5 + confidence / 2, max(n - model.n_params, 1))
+    if mdays and frac and np.isfinite(frac):
+        fsu = float(tval * 1.26 * model.cvrmse * np.sqrt((n / n_eff) * (1 + 2 / n) / mdays) / abs(frac))
+    else:
+        fsu = float("inf")
+    return Savings(mdays, pred, act, s, frac, fsu, abs(s) * fsu, confidence, model.g14_ok)
+
+
+def parse_temperature_csv(text: str, offset_ns: int = 8 * 3600 * 10**9) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly outdoor temperature from CSV text (the configured weather file): a header with a
+    time column (``time``, ``local_time`` or ``timestamp``) and ``temp_c``. Times are ISO 8601;
+    with an offset (``2025-01-01T00:00+08:00``, ``...Z``) they are taken as given, naive ones as
+    local time at ``offset_ns``. Empty temperatures are NaN. Returns (times_ns UTC, temp_c)."""
+    import csv
+    import datetime as dt
+    import io
+
+    from edge.errors import PayloadError
+
+    rows = csv.DictReader(io.StringIO(text))
+    cols = rows.fieldnames or []
+    tcol = next((c for c in ("time", "local_time", "timestamp") if c in cols), None)
+    if tcol is None or "temp_c" not in cols:
+        raise PayloadError("bad weather csv", f"need a time column and temp_c, got {cols}")
+    times, temps = [], []
+    for i, r in enumerate(rows, start=2):
+        try:
+            d = dt.datetime.fromisoformat(r[tcol].replace("Z", "+00:00"))
+            v = float(r["temp_c"]) if r["temp_c"] not in ("", None) else np.nan
+        except (TypeError, ValueError) as e:
+            raise PayloadError("bad weather csv", f"line {i}: {e}") from None
+        if d.tzinfo is None:
+            ns = int(d.replace(tzinfo=dt.timezone.utc).timestamp()) * 10**9 - offset_ns
+        else:
+            ns = int(d.timestamp()) * 10**9
+        times.append(ns)
+        temps.append(v)
+    t = np.asarray(times, dtype=np.int64)
+    order = np.argsort(t, kind="stable")
+    return t[order], np.asarray(temps)[order]

@@ -1,0 +1,130 @@
+"""``edge analytics energy --from YYYY-MM-DD --to YYYY-MM-DD``: recompute energy indicators.
+
+A typer sub-app for the lead to mount under ``edge analytics``. The verb's logic is
+``run_energy`` (a library function taking a ``CounterSource``); the CLI only parses options.
+The store is reached through the query layer, which analytics does not import: the lead sets
+``QUERY_FACTORY`` (site → ``edge.query.Query``, e.g. ``StoreQuery(EmbeddedStore(path))`` or
+``InfluxQLQuery(url, database)``) when mounting the app, with ``use_query_factory``. Readings can also come from a CSV
+(``--readings``: columns ``meter,time_ns,value``, the counter values of each meter's carrier
+field).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import typer
+
+from analytics.energy_jobs import (ArraySource, CounterSource, buildings_from_site, compute_energy_from_query,
+                                   compute_energy_range, meters_from_site)
+from analytics.factors import CARRIER_FIELD, FactorSet
+from analytics.workcal import WorkCalendar
+from edge.errors import ConfigError, EdgeError
+from edge.point import to_lines
+
+app = typer.Typer(help="Energy analytics: consumption, kgce, CO2, peaks, baselines.", no_args_is_help=True)
+
+# The lead sets this to a function (site) -> edge.query.Query (an object with ``async raw`` and
+# ``async aclose``); analytics never imports the query layer itself.
+QUERY_FACTORY: Callable[[object], object] | None = None
+
+
+def use_query_factory(factory: Callable[[object], object] | None) -> None:
+    """How the mounting code hands the CLI its query layer: ``factory(site) -> Query``."""
+    global QUERY_FACTORY
+    QUERY_FACTORY = factory
+
+
+def read_readings_csv(path: str | Path, site) -> ArraySource:
+    """CSV ``meter,time_ns,value`` → ArraySource keyed by each meter's carrier counter field."""
+    field_of = {m.id: CARRIER_FIELD[m.carrier.value][0] for m in site.meters}
+    rows: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for i, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                rows.setdefault(row["meter"], []).append((int(row["time_ns"]), float(row["value"])))
+            except (KeyError, ValueError) as e:
+                raise ConfigError(f"bad row: {e}", file=str(path), line=i) from None
+    src = ArraySource()
+    for mid, rs in rows.items():
+        if mid not in field_of:
+            continue
+        rs.sort()
+        t = np.array([r[0] for r in rs], dtype=np.int64)
+        v = np.array([r[1] for r in rs])
+        keep = np.r_[True, np.diff(t) > 0]
+        src.data[(mid, field_of[mid])] = (t[keep], v[keep])
+    return src
+
+
+def run_energy(source: CounterSource, site, first: dt.date, last: dt.date) -> list[str]:
+    """Compute the range and return line-protocol lines of the indicator Points."""
+    a = site.analytics
+    report = compute_energy_range(source, meters_from_site(site), first, last, WorkCalendar.from_config(a),
+                                  FactorSet().with_grid_factor(a.grid_kgco2_per_kwh),
+                                  buildings=buildings_from_site(site))
+    return to_lines(report.points).splitlines() if report.points else []
+
+
+async def run_energy_query(query, site, first: dt.date, last: dt.date) -> list[str]:
+    """The same through the query layer (``edge.query.Query``)."""
+    a = site.analytics
+    report = await compute_energy_from_query(query, meters_from_site(site), first, last,
+                                             WorkCalendar.from_config(a),
+                                             FactorSet().with_grid_factor(a.grid_kgco2_per_kwh),
+                                             buildings=buildings_from_site(site))
+    return to_lines(report.points).splitlines() if report.points else []
+
+
+def _run_with_query(site, first: dt.date, last: dt.date) -> list[str]:
+    import asyncio
+
+    async def go() -> list[str]:
+        query = QUERY_FACTORY(site)
+        try:
+            return await run_energy_query(query, site, first, last)
+        finally:
+            await query.aclose()
+
+    return asyncio.run(go())
+
+
+@app.command("energy")
+def energy_cmd(
+    from_: str = typer.Option(..., "--from", help="first local day, YYYY-MM-DD (Asia/Shanghai)"),
+    to: str = typer.Option(..., "--to", help="last local day, inclusive"),
+    site_file: Path = typer.Option(Path("site.yaml"), "--site", help="site file"),
+    readings: Optional[Path] = typer.Option(None, "--readings", help="CSV meter,time_ns,value instead of the store"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write line protocol here instead of stdout"),
+) -> None:
+    """Recompute energy indicators for a range of days and print them as line protocol."""
+    from edge.config import load_site
+
+    try:
+        first, last = dt.date.fromisoformat(from_), dt.date.fromisoformat(to)
+    except ValueError:
+        raise typer.BadParameter("dates are YYYY-MM-DD") from None
+    if last < first:
+        raise typer.BadParameter("--to is before --from")
+    try:
+        site = load_site(site_file)
+        if readings is not None:
+            lines = run_energy(read_readings_csv(readings, site), site, first, last)
+        elif QUERY_FACTORY is not None:
+            lines = _run_with_query(site, first, last)
+        else:
+            typer.echo("no query layer wired into this CLI: pass --readings FILE.csv", err=True)
+            raise typer.Exit(2)
+    except EdgeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    text = "\n".join(lines) + ("\n" if lines else "")
+    if out:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"{len(lines)} points -> {out}", err=True)
+    else:
+        typer.echo(text, nl=False)

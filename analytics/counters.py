@@ -1,0 +1,386 @@
+"""Consumption from cumulative counters (active_energy_import_kwh, water_volume_m3, ...).
+
+A counter's reading only ever grows, so consumption is the sum of deltas between readings,
+never a raw reading. Each interval between two consecutive valid readings gets a status:
+
+- ``ok``: delta ≥ 0 and plausible.
+- ``backstep``: a small negative step (|delta| ≤ ``backstep_tolerance``, e.g. float rounding or a
+  meter re-reading a register): counted as 0.
+- ``wrap``: the register wrapped at its maximum (``rollover``, in the counter's unit, i.e. the
+  register's max raw value × its scale; uint32 raw ×0.01 kWh → 42,949,672.96): the previous
+  reading was in the top ``wrap_zone`` of the range and the new one in the bottom; delta =
+  rollover − previous + current.
+- ``reset``: any other negative step (meter reset or replaced). A new segment starts at the new
+  reading; the interval across the reset counts 0 and is reported (we don't know what the new
+  meter started from, so nothing is subtracted and nothing invented).
+- ``jump``: delta larger than ``rated_kw`` × dt × ``jump_margin`` (what the meter's rating allows
+  in that time): flagged; excluded from consumption unless ``keep_jumps``.
+- ``gap`` is a separate flag: the interval lasted longer than ``max_gap_s``. Its (measured)
+  energy is real; it is either spread linearly over the gap (``GapPolicy.spread``) or put in
+  the bin of the reading that closes the gap (``GapPolicy.last_bin``). Either way the bins of a
+  gap have coverage 0, so a gap is visible, and the total is what the counter says.
+
+Everything works on a 1-D series or a 2-D block (meters × samples) sharing one time axis, with
+NaN for a missing reading, so 1,000 meters are processed at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+import numpy as np
+
+from analytics.periods import NS_PER_HOUR, NS_PER_S, QUARTER_NS
+
+
+class Status(IntEnum):
+    none = 0        # no interval ends here (first reading, or missing reading)
+    ok = 1
+    backstep = 2
+    wrap = 3
+    reset = 4
+    jump = 5
+
+
+class GapPolicy(str, Enum):
+    spread = "spread"
+    last_bin = "last_bin"
+
+
+UINT32_MAX = 2**32
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSpec:
+    """How to read one meter's counter. Units are the counter's (kWh, m3)."""
+
+    rollover: float | None = None        # value at which the register wraps to 0; None: never wraps
+    rated_kw: float | None = None        # max plausible rate (unit per hour); None: no jump check
+    jump_margin: float = 1.5
+    backstep_tolerance: float = 0.05
+    wrap_zone: float = 0.1               # prev ≥ (1−zone)·rollover and cur ≤ zone·rollover
+    max_gap_s: float = 1800.0
+    keep_jumps: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CounterEvent:
+    """A data-quality event found in a counter series, with its evidence."""
+
+    kind: str            # wrap | reset | jump | backstep | gap
+    row: int             # meter row in the block (0 for a 1-D series)
+    start_ns: int        # time of the reading before
+    end_ns: int          # time of the reading after
+    before: float
+    after: float
+    delta: float         # what was counted for the interval
+    rule: str
+
+
+@dataclass(frozen=True)
+class CounterDeltas:
+    """Per reading: the interval that ends at it. Shapes like the input values (2-D: m × n)."""
+
+    times_ns: np.ndarray      # (n,)
+    delta: np.ndarray         # counted delta, 0 where nothing is counted
+    status: np.ndarray        # Status codes (int8)
+    dt_ns: np.ndarray         # length of the interval, 0 where no interval ends
+    gap: np.ndarray           # bool: interval longer than max_gap_s
+    valid: np.ndarray         # bool: reading present
+    # sparse bookkeeping found while classifying (2-D row, column indexes), reused downstream:
+    after_missing: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (row, col, prev col)
+    flagged: tuple[np.ndarray, np.ndarray] | None = None  # every non-ok or gap interval, row-major
+
+    def events(self, values: np.ndarray, spec: CounterSpec) -> list[CounterEvent]:
+        """The non-ok intervals as events (evidence: readings before and after, rule)."""
+        v = np.atleast_2d(values)
+        st = np.atleast_2d(self.status)
+        gap = np.atleast_2d(self.gap)
+        dtn = np.atleast_2d(self.dt_ns)
+        d = np.atleast_2d(self.delta)
+        t = self.times_ns
+        out: list[CounterEvent] = []
+        rules = {
+            Status.backstep: f"negative step within tolerance {spec.backstep_tolerance}: counted 0",
+            Status.wrap: f"register wrapped at rollover {spec.rollover}",
+            Status.reset: "negative step, not a wrap: meter reset or replaced, new segment, interval counted 0",
+            Status.jump: f"delta above rated_kw {spec.rated_kw} x time x {spec.jump_margin}"
+                         + (" (kept)" if spec.keep_jumps else ": excluded"),
+        }
+        if self.flagged is not None:
+            rows, cols = self.flagged
+        else:
+            rows, cols = np.nonzero((st >= Status.backstep) | gap)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            start = int(t[c] - dtn[r, c])
+            j = int(np.searchsorted(t, start))
+            before = float(v[r, j])
+            s = Status(int(st[r, c]))
+            if s >= Status.backstep:
+                out.append(CounterEvent(s.name, r, start, int(t[c]), before, float(v[r, c]), float(d[r, c]),
+                                        rules[s]))
+            if gap[r, c]:
+                out.append(CounterEvent("gap", r, start, int(t[c]), before, float(v[r, c]), float(d[r, c]),
+                                        f"no reading for {dtn[r, c] / NS_PER_S:.0f} s > max_gap_s {spec.max_gap_s:.0f}"))
+        return out
+
+
+def _prev_valid_index(valid: np.ndarray) -> np.ndarray:
+    """For each position, the index of the previous valid reading (−1 when none)."""
+    n = valid.shape[-1]
+    idx = np.where(valid, np.arange(n), -1)
+    last = np.maximum.accumulate(idx, axis=-1)
+    prev = np.full_like(last, -1)
+    prev[..., 1:] = last[..., :-1]
+    return prev
+
+
+def _after_missing(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Readings that follow a run of missing ones and have an earlier valid reading: their
+    (row, column) and the column of that earlier reading. Works on the sparse missing positions."""
+    n = valid.shape[1]
+    miss_r, miss_c = np.nonzero(~valid)
+    nxt = miss_c + 1
+    keep = nxt < n
+    fr, fc = miss_r[keep], nxt[keep]
+    keep = valid[fr, fc]
+    fr, fc = fr[keep], fc[keep]
+    flat = miss_r * n + miss_c
+    run_start = np.ones(flat.size, dtype=bool)
+    run_start[1:] = flat[1:] != flat[:-1] + 1
+    starts = flat[run_start]
+    k = np.searchsorted(starts, fr * n + fc - 1, side="right") - 1
+    pc = starts[k] - fr * n - 1
+    keep = pc >= 0                    # else the run began the row: a first reading, no interval
+    return fr[keep], fc[keep], pc[keep]
+
+
+def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec | None = None) -> CounterDeltas:
+    """Classify every interval between consecutive valid readings and compute counted deltas.
+
+    ``times_ns`` int64 (n,) strictly increasing; ``values`` float (n,) or (m, n), NaN = missing.
+
+    Written for 35 M values at a time: the common case (an interval between neighbouring
+    readings, delta ≥ 0, plausible) costs a few whole-array passes; everything rare (missing
+    readings, negative steps, jumps, gaps) is found once and handled on its sparse positions.
+    """
+    spec = spec or CounterSpec()
+    t = np.asarray(times_ns, dtype=np.int64)
+    v_in = np.asarray(values, dtype=np.float64)
+    if t.ndim != 1 or v_in.shape[-1] != t.shape[0]:
+        raise ValueError(f"times {t.shape} and values {v_in.shape} do not line up")
+    if t.size > 1 and np.any(np.diff(t) <= 0):
+        raise ValueError("times must be strictly increasing")
+    one_d = v_in.ndim == 1
+    v = np.atleast_2d(v_in)
+    m, n = v.shape
+    valid = ~np.isnan(v)
+    dt_row = np.zeros(n, dtype=np.int64)
+    dt_row[1:] = np.diff(t)
+    raw = np.empty((m, n))
+    raw[:, :1] = 0.0
+    np.subtract(v[:, 1:], v[:, :-1], out=raw[:, 1:])
+    gap_row = dt_row > spec.max_gap_s * NS_PER_S
+    if valid.all():
+        has = np.ones((m, n), dtype=bool)
+        has[:, :1] = False
+        dt_ns = np.broadcast_to(dt_row, (m, n))
+        fr = fc = pc = np.empty(0, dtype=np.int64)
+    else:
+        has = valid.copy()
+        rows_with = np.flatnonzero(valid.any(axis=1))
+        has[rows_with, np.argmax(valid[rows_with], axis=1)] = False   # a row's first reading ends no interval
+        fr, fc, pc = _after_missing(valid)
+        raw[fr, fc] = v[fr, fc] - v[fr, pc]
+        np.copyto(raw, 0.0, where=~has)
+        dt_ns = np.broadcast_to(dt_row, (m, n)).copy()
+        dt_ns[fr, fc] = t[fc] - t[pc]
+        np.copyto(dt_ns, 0, where=~has)
+
+    status = has.astype(np.int8)          # Status.ok where an interval ends, Status.none elsewhere
+    delta = raw
+    neg = raw < 0
+    neg_r, neg_c = np.nonzero(neg) if neg.any() else (np.empty(0, np.int64), np.empty(0, np.int64))
+    if neg_r.size:
+        d = raw[neg_r, neg_c]
+        cur = v[neg_r, neg_c]
+        prev = cur - d
+        back = d >= -spec.backstep_tolerance
+        st = np.where(back, np.int8(Status.backstep), np.int8(Status.reset))
+        counted = np.zeros_like(d)
+        if spec.rollover is not None:
+            r = spec.rollover
+            wrap = ~back & (prev >= (1 - spec.wrap_zone) * r) & (cur <= spec.wrap_zone * r)
+            st[wrap] = Status.wrap
+            counted[wrap] = r - prev[wrap] + cur[wrap]
+        status[neg_r, neg_c] = st
+        delta[neg_r, neg_c] = counted
+    jr = jc = np.empty(0, dtype=np.int64)
+    if spec.rated_kw is not None:
+        per_ns = spec.rated_kw * spec.jump_margin / NS_PER_HOUR
+        allowed_row = dt_row * per_ns + spec.backstep_tolerance
+        # an interval after missing readings is longer than dt_row, so this finds a superset
+        over = delta > allowed_row[None, :]
+        if over.any():
+            jr, jc = np.nonzero(over)
+        if jr.size:
+            allowed = dt_ns[jr, jc] * per_ns + spec.backstep_tolerance
+            st = status[jr, jc]
+            j = (delta[jr, jc] > allowed) & ((st == Status.ok) | (st == Status.wrap))
+            jr, jc = jr[j], jc[j]
+            status[jr, jc] = Status.jump
+            if not spec.keep_jumps:
+                delta[jr, jc] = 0.0
+    flag_r = [neg_r]
+    flag_c = [neg_c]
+    if spec.rated_kw is not None and jr.size:
+        flag_r.append(jr)
+        flag_c.append(jc)
+    if gap_row.any():
+        gap = np.broadcast_to(gap_row, (m, n)) & has
+        gr, gc = np.nonzero(gap)
+        flag_r.append(gr)
+        flag_c.append(gc)
+    else:
+        gap = np.zeros((m, n), dtype=bool)
+    if fr.size:
+        g = dt_ns[fr, fc] > spec.max_gap_s * NS_PER_S
+        gap[fr, fc] = g
+        flag_r.append(fr[g])
+        flag_c.append(fc[g])
+    keys = np.unique(np.concatenate(flag_r).astype(np.int64) * n + np.concatenate(flag_c))
+    flagged = (keys // n, keys % n)
+    if one_d:
+        return CounterDeltas(t, delta[0], status[0], np.ascontiguousarray(dt_ns[0]), gap[0], valid[0],
+                             None, (np.zeros_like(flagged[1]), flagged[1]))
+    return CounterDeltas(t, delta, status, dt_ns, gap, valid, (fr, fc, pc), flagged)
+
+
+@dataclass(frozen=True)
+class BinnedEnergy:
+    """Energy per fixed bin (default 15 min), (m, nbins) or (nbins,); NaN where no reading covers
+    the bin's edges. ``coverage`` is the fraction of each bin inside ok intervals (0 in gaps,
+    resets and excluded jumps)."""
+
+    start_ns: int
+    bin_ns: int
+    energy: np.ndarray
+    coverage: np.ndarray
+
+
+def bin_energy(d: CounterDeltas, start_ns: int, n_bins: int, bin_ns: int = QUARTER_NS,
+               gap_policy: GapPolicy = GapPolicy.spread, aligned_fast_path: bool = True,
+               out: tuple[np.ndarray, np.ndarray] | None = None) -> BinnedEnergy:
+    """Distribute counted deltas over bins ``[start_ns + k·bin_ns, +bin_ns)``.
+
+    The counted energy is a clean cumulative curve through the valid readings; the energy of a
+    bin is that curve at its end minus at its start, interpolated linearly between readings (an
+    interval that straddles a bin edge is split in proportion to time). Edges before the first
+    or after the last reading give NaN: energy is never extrapolated. When the readings sit
+    exactly on the edges, a vectorised path gives the same result (``aligned_fast_path=False``
+    forces the general one). ``out`` (energy, coverage) arrays of the result's shape are filled
+    in place on the aligned path (saves a copy of a large block).
+    """
+    edges = start_ns + np.arange(n_bins + 1, dtype=np.int64) * bin_ns
+    one_d = d.delta.ndim == 1
+    delta = np.atleast_2d(d.delta)
+    valid = np.atleast_2d(d.valid)
+    status = np.atleast_2d(d.status)
+    gap = np.atleast_2d(d.gap)
+    dtn = np.atleast_2d(d.dt_ns)
+    m = delta.shape[0]
+    if aligned_fast_path and d.times_ns.size == edges.size and bool(np.array_equal(d.times_ns, edges)):
+        energy, coverage = _bin_aligned(delta, status, gap, valid, gap_policy,
+                                        None if one_d else d.after_missing, out)
+        if one_d:
+            return BinnedEnergy(start_ns, bin_ns, energy[0], coverage[0])
+        return BinnedEnergy(start_ns, bin_ns, energy, coverage)
+    energy = np.full((m, n_bins), np.nan)
+    coverage = np.zeros((m, n_bins))
+    ef = edges.astype(np.float64)
+    # ok, backstep and wrap intervals are covered: status 1..3 (uint8 arithmetic wraps 0 to 255)
+    good = (status.view(np.uint8) - np.uint8(1)) <= 2
+    if gap.any():
+        good &= ~gap
+    row_valid = valid.all(axis=1)
+    row_plain = row_valid & good[:, 1:].all(axis=1)   # every interval ok: coverage is the time axis
+    tf_all = d.times_ns.astype(np.float64)
+    aligned = d.times_ns.size == edges.size and bool(np.array_equal(d.times_ns, edges))
+    cov_plain = np.interp(ef, tf_all, np.cumsum(np.diff(tf_all, prepend=tf_all[:1])), left=np.nan, right=np.nan)
+    cov_plain_bins = np.diff(cov_plain) / bin_ns
+    cov_plain_bins = np.where(np.isnan(cov_plain_bins), 0.0, cov_plain_bins)
+    for r in range(m):
+        cum_r = np.cumsum(delta[r])
+        if row_valid[r]:
+            tf, cum, g = tf_all, cum_r, gap[r]
+        else:
+            sel = valid[r]
+            if not sel.any():
+                continue
+            tf, cum, g = tf_all[sel], cum_r[sel], gap[r][sel]
+        if aligned and row_valid[r] and not (gap_policy is GapPolicy.last_bin and g.any()):
+            energy[r] = np.diff(cum)
+        else:
+            e = np.interp(ef, tf, cum, left=np.nan, right=np.nan)
+            if gap_policy is GapPolicy.last_bin and g.any():
+                k = np.searchsorted(tf, ef, side="right")
+                inside = (k > 0) & (k < tf.size)
+                kk = np.clip(k, 0, tf.size - 1)
+                hold = inside & g[kk] & (tf[np.maximum(kk - 1, 0)] < ef)
+                e[hold] = cum[kk[hold] - 1]
+            energy[r] = np.diff(e)
+        if row_plain[r]:
+            coverage[r] = cov_plain_bins
+            continue
+        cov = np.cumsum(np.where(good[r], dtn[r], 0), dtype=np.float64)
+        if not row_valid[r]:
+            cov = cov[valid[r]]
+        c = np.interp(ef, tf, cov, left=np.nan, right=np.nan)
+        cr = np.diff(c) / bin_ns
+        coverage[r] = np.where(np.isnan(cr), 0.0, cr)
+    if one_d:
+        return BinnedEnergy(start_ns, bin_ns, energy[0], coverage[0])
+    return BinnedEnergy(start_ns, bin_ns, energy, coverage)
+
+
+def _bin_aligned(delta: np.ndarray, status: np.ndarray, gap: np.ndarray, valid: np.ndarray,
+                 gap_policy: GapPolicy, after_missing=None, out=None) -> tuple[np.ndarray, np.ndarray]:
+    """``bin_energy`` when the readings sit exactly on the bin edges (what the jobs' alignment
+    produces): bin k is the interval ending at reading k+1, so no interpolation is needed; an
+    interval across missing readings is spread over its bins in equal parts (they are equally
+    long) or put in its last bin, exactly as the general path does."""
+    good = (status.view(np.uint8) - np.uint8(1)) <= 2
+    if gap.any():
+        good &= ~gap
+    if out is None:
+        energy = delta[:, 1:].copy()
+        coverage = good[:, 1:].astype(np.float64)
+    else:
+        energy, coverage = out
+        energy[...] = delta[:, 1:]
+        coverage[...] = good[:, 1:]
+    if valid.all():
+        return energy, coverage
+    has = status[:, 1:] != Status.none
+    np.copyto(energy, np.nan, where=~has)        # before the first / after the last reading, or inside a run
+    fr, fc, pc = after_missing if after_missing is not None else _after_missing(valid)
+    if fr.size:
+        length = fc - pc                          # bins pc .. fc-1 belong to the interval
+        total = int(length.sum())
+        offs = np.repeat(np.cumsum(length) - length, length)
+        cols = np.repeat(pc, length) + (np.arange(total) - offs)
+        rows = np.repeat(fr, length)
+        dl = delta[fr, fc]
+        if gap_policy is GapPolicy.last_bin:
+            vals = np.zeros(total)
+            last = np.cumsum(length) - 1
+            g = gap[fr, fc]
+            vals[last] = dl
+            spread = np.repeat(~g, length)
+            vals = np.where(spread, np.repeat(dl / length, length), vals)
+        else:
+            vals = np.repeat(dl / length, length)
+        energy[rows, cols] = vals
+        coverage[rows, cols] = np.repeat(good[fr, fc], length).astype(np.float64)
+    return energy, coverage

@@ -1,0 +1,147 @@
+"""Working time: workdays from the Chinese statutory holiday calendar, with adjusted working
+weekends (调休), and working hours of the day.
+
+The ``chinese_calendar`` package (PyPI ``chinesecalendar``) knows the State Council's holiday
+notices for 2004-2026 and raises for other years. A site adds later years in its config: the
+dates of the year's statutory holidays (``holidays_extra``) and of its 调休 working weekends
+(``workdays_extra``). A year is *covered* when the package knows it or when the config lists at
+least one holiday in it (every real year has New Year's Day); asking about a year that is
+neither raises ``CalendarNotCovered`` naming the year and the config fields to fill, never a
+silent guess that every weekday is a workday.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from analytics.periods import QUARTERS_PER_DAY
+from edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+try:  # the package is a declared dependency; import lazily-safe so the message is ours
+    import chinese_calendar as _cc
+except ImportError:  # pragma: no cover - dependency missing
+    _cc = None
+
+
+class CalendarNotCovered(ConfigError):
+    """A year that neither chinese_calendar nor the site config describes."""
+
+    def __init__(self, year: int, package_years: tuple[int, int] | None) -> None:
+        self.year = year
+        known = f"chinese_calendar covers {package_years[0]}-{package_years[1]}" if package_years else \
+            "chinese_calendar is not installed"
+        super().__init__(
+            f"the holiday calendar does not cover {year} ({known}); add that year's statutory holidays "
+            f"to analytics.holidays_extra and its 调休 working weekends to analytics.workdays_extra",
+            obj="analytics", field="holidays_extra")
+
+
+def _package_years() -> tuple[int, int] | None:
+    if _cc is None:
+        return None
+    years = sorted({d.year for d in _cc.holidays})
+    return years[0], years[-1]
+
+
+def _parse_hhmm(s: str, what: str) -> int:
+    try:
+        h, m = s.split(":")
+        minutes = int(h) * 60 + int(m)
+    except ValueError:
+        raise ConfigError(f"{s!r} is not HH:MM", obj="analytics", field=what) from None
+    if not 0 <= minutes <= 24 * 60:
+        raise ConfigError(f"{s!r} is not a time of day", obj="analytics", field=what)
+    return minutes
+
+
+@dataclass(frozen=True)
+class WorkCalendar:
+    """Workdays and working hours. Dates are local (Asia/Shanghai) calendar dates.
+
+    ``workday_start``/``workday_end`` are local HH:MM; working time is ``[start, end)`` on
+    workdays. Quarter hours count as working when their start lies inside that window.
+    """
+
+    workday_start: str = "08:30"
+    workday_end: str = "17:30"
+    holidays_extra: tuple[str, ...] = ()
+    workdays_extra: tuple[str, ...] = ()
+    package_years: tuple[int, int] | None = field(default_factory=_package_years)
+
+    @classmethod
+    def from_config(cls, analytics) -> "WorkCalendar":
+        """From ``edge.config.Analytics`` (duck-typed: any object with the same attributes)."""
+        return cls(analytics.workday_start, analytics.workday_end,
+                   tuple(analytics.holidays_extra), tuple(analytics.workdays_extra))
+
+    @cached_property
+    def _extra(self) -> tuple[frozenset[dt.date], frozenset[dt.date]]:
+        def parse(items: tuple[str, ...], fld: str) -> frozenset[dt.date]:
+            out = set()
+            for s in items:
+                try:
+                    out.add(dt.date.fromisoformat(s))
+                except ValueError:
+                    raise ConfigError(f"{s!r} is not an ISO date (YYYY-MM-DD)", obj="analytics", field=fld) from None
+            return frozenset(out)
+        hol = parse(self.holidays_extra, "holidays_extra")
+        work = parse(self.workdays_extra, "workdays_extra")
+        both = hol & work
+        if both:
+            raise ConfigError(f"{sorted(both)[0]} is both a holiday and a workday", obj="analytics",
+                              field="workdays_extra")
+        return hol, work
+
+    @cached_property
+    def window_minutes(self) -> tuple[int, int]:
+        a = _parse_hhmm(self.workday_start, "workday_start")
+        b = _parse_hhmm(self.workday_end, "workday_end")
+        if b <= a:
+            raise ConfigError("workday_end must be after workday_start", obj="analytics", field="workday_end")
+        return a, b
+
+    def covers(self, year: int) -> bool:
+        if self.package_years and self.package_years[0] <= year <= self.package_years[1]:
+            return True
+        return any(d.year == year for d in self._extra[0])
+
+    def check_years(self, first: dt.date, last: dt.date) -> None:
+        """Raise ``CalendarNotCovered`` for the first year in ``[first, last]`` that is not covered."""
+        for y in range(first.year, last.year + 1):
+            if not self.covers(y):
+                raise CalendarNotCovered(y, self.package_years)
+
+    def is_workday(self, d: dt.date) -> bool:
+        hol, work = self._extra
+        if d in work:
+            return True
+        if d in hol:
+            return False
+        if self.package_years and self.package_years[0] <= d.year <= self.package_years[1]:
+            return bool(_cc.is_workday(d))
+        if not self.covers(d.year):
+            raise CalendarNotCovered(d.year, self.package_years)
+        return d.weekday() < 5
+
+    def is_holiday_or_weekend(self, d: dt.date) -> bool:
+        return not self.is_workday(d)
+
+    def workday_mask(self, first: dt.date, n_days: int) -> np.ndarray:
+        """bool[n_days]: True on workdays (调休 weekends included, holidays excluded)."""
+        self.check_years(first, first + dt.timedelta(days=max(n_days - 1, 0)))
+        return np.fromiter((self.is_workday(first + dt.timedelta(days=i)) for i in range(n_days)),
+                           dtype=bool, count=n_days)
+
+    def working_quarters(self, first: dt.date, n_days: int) -> np.ndarray:
+        """bool[n_days, 96]: True for quarter hours of working time."""
+        a, b = self.window_minutes
+        q_start_min = np.arange(QUARTERS_PER_DAY) * 15
+        in_window = (q_start_min >= a) & (q_start_min < b)
+        return self.workday_mask(first, n_days)[:, None] & in_window[None, :]

@@ -1,0 +1,111 @@
+"""Bench figures of the test bench (issue 10): county with chaos, stress, scale-out, soak.
+
+Durations (full run, about 12 minutes; ``quick`` about 2 minutes):
+
+* ``bench.county_lost``: the ``county`` scenario with its chaos schedule, 300 s (env
+  ``BENCH_COUNTY_S``) plus the drain; quick: ``compound``, 40 s, schedule compressed.
+* ``bench.stress_cpu_cores`` / ``bench.stress_rss_mb``: ``stress`` without chaos, 120 s
+  (``BENCH_STRESS_S``); skipped when quick.
+* ``bench.scaleout_ratio``: two edges vs one on a backlog of 500 vehicles x 60 positions
+  (``BENCH_SCALEOUT_TICKS``); quick: 100 x 20.
+* ``bench.soak_mem_growth_pct``: ``county`` for 1800 s (``BENCH_SOAK_S``), only with ``BENCH_SOAK=1``.
+
+Plots go to ``bench/scenario_<name>.png``; full reports to ``var/bench/<name>/report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORK = ROOT / "var" / "bench"
+
+
+def _env(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def _null(why: str, unit: str, goal: str) -> dict:
+    return {"value": None, "why": why, "unit": unit, "baseline": None, "ratio": None, "goal": goal, "met": None}
+
+
+def run(quick: bool = False) -> dict:
+    from simulators.bench.report import markdown, plot
+    from simulators.bench.runner import run_scenario
+    from simulators.bench.scaleout import run_scaleout
+    from simulators.bench.scenario import load_scenario
+
+    figs: dict[str, dict] = {}
+    summaries = []
+
+    # county with chaos (quick: a compressed compound)
+    name, dur = ("compound", 40.0) if quick else ("county", _env("BENCH_COUNTY_S", 300.0))
+    rep = run_scenario(load_scenario(name), WORK / name, duration_s=dur, chaos=True)
+    plot(rep, HERE / f"scenario_{name}.png")
+    summaries.append(markdown(rep))
+    acc = rep["accounting"]
+    figs["bench.county_lost"] = {
+        "value": acc["unexplained"], "unit": "readings+positions lost, unexplained",
+        "baseline": None, "baseline_what": None, "ratio": None, "goal": "0", "met": acc["unexplained"] == 0,
+        "scenario": f"{name}, {dur:.0f} s, chaos on" + (" (quick: compound stands in for county)" if quick else ""),
+        "sent": acc["meters"]["sent"] + acc["positions"]["sent"],
+        "stored": acc["meters"]["stored"] + acc["positions"]["stored"],
+        "lost": acc["meters"]["lost"] + acc["positions"]["lost"],
+        "outbox_dropped": acc["outbox_dropped"], "late": acc["meters"]["late"] + acc["positions"]["late"],
+        "duplicated": acc["meters"]["duplicated"] + acc["positions"]["duplicated"],
+        "report": str(WORK / name / "report.json"),
+    }
+
+    # stress: one edge at the top of its range
+    if quick:
+        figs["bench.stress_cpu_cores"] = _null("skipped in quick mode", "cores", "< 1")
+        figs["bench.stress_rss_mb"] = _null("skipped in quick mode", "MB", "< 500")
+    else:
+        sdur = _env("BENCH_STRESS_S", 120.0)
+        rep = run_scenario(load_scenario("stress"), WORK / "stress", duration_s=sdur, chaos=False)
+        plot(rep, HERE / "scenario_stress.png")
+        summaries.append(markdown(rep))
+        cores, rss = rep["edge"]["cpu_cores"], rep["edge"]["rss_mb_max"]
+        extra = {"throughput_points_per_s": rep["throughput_points_per_s"], "scenario": f"stress, {sdur:.0f} s",
+                 "unexplained_loss": rep["accounting"]["unexplained"], "drain_s": rep["drain_s"]}
+        figs["bench.stress_cpu_cores"] = {"value": cores, "unit": "cores", "baseline": None, "baseline_what": None,
+                                          "ratio": None, "goal": "< 1", "met": cores is not None and cores < 1, **extra}
+        figs["bench.stress_rss_mb"] = {"value": rss, "unit": "MB", "baseline": None, "baseline_what": None,
+                                       "ratio": None, "goal": "< 500", "met": rss is not None and rss < 500, **extra}
+
+    # scale-out
+    veh, ticks = (100, 20) if quick else (500, int(_env("BENCH_SCALEOUT_TICKS", 60)))
+    so = run_scaleout(WORK / "scaleout", vehicles=veh, ticks=ticks)
+    r = so["ratio"]
+    figs["bench.scaleout_ratio"] = {
+        "value": None if r is None else round(r, 3), "unit": "x",
+        "baseline": 1.0, "baseline_what": f"one edge instance on the same backlog ({so['one']['positions_per_s']:.0f} positions/s)",
+        "ratio": None if r is None else round(r, 3), "goal": ">= 1.7", "met": r is not None and r >= 1.7,
+        "one_positions_per_s": so["one"]["positions_per_s"], "two_positions_per_s": so["two"]["positions_per_s"],
+        "backlog_positions": so["two"]["positions"], "per_edge": so["two"]["per_edge"],
+        "doubled": so["doubled"], "lost_unexplained": so["lost_unexplained"],
+    }
+
+    # soak
+    if os.environ.get("BENCH_SOAK") == "1":
+        from simulators.bench.soak import run_soak
+        sd = _env("BENCH_SOAK_S", 1800.0)
+        rep = run_soak(WORK / "soak", duration_s=sd, warmup_s=min(300.0, sd / 6))
+        plot(rep, HERE / "scenario_soak.png")
+        g = rep["soak"]["mem_growth_pct"]
+        figs["bench.soak_mem_growth_pct"] = {"value": None if g is None else round(g, 2), "unit": "%", "baseline": None,
+                                             "baseline_what": None, "ratio": None, "goal": "< 5",
+                                             "met": g is not None and g < 5, "duration_s": sd,
+                                             "outbox_depth_max": rep["soak"]["depth_max"]}
+    else:
+        figs["bench.soak_mem_growth_pct"] = _null("the 30-minute soak runs only with BENCH_SOAK=1", "%", "< 5")
+
+    (HERE / "scenario.md").write_text("# Test bench runs\n\n" + "\n".join(summaries))
+    return figs
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick=True), indent=2))

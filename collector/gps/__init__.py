@@ -1,0 +1,1 @@
+"""GPS ingest: payload codecs, validation, CRS conversion and the MQTT subscriber."""

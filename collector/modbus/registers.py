@@ -1,0 +1,134 @@
+"""Register decoding, pure: 16-bit words from the wire -> engineering values.
+
+Word/byte orders are named by where the bytes of a big-endian value ``A B C D`` (A most
+significant) land on the wire: ``ABCD`` high word first (Modbus' usual), ``CDAB`` low word first
+(Carlo Gavazzi), ``BADC`` bytes swapped in each word, ``DCBA`` fully little-endian. For 64-bit
+values the same rule holds word by word (``CDAB`` = least significant word first).
+
+engineering value = raw × scale + offset; primary value = engineering × ratio (PT, CT or PT×CT).
+The plausible range of a profile applies to the engineering value, before the ratio (what the
+meter itself measures); a value outside it, or NaN/inf, is reported as implausible, not stored.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Sequence
+
+from collector.modbus.profiles import TYPES, WORD_ORDERS, Register
+from edge.errors import PayloadError
+
+
+def words_to_bytes(words: Sequence[int], order: str) -> bytes:
+    """Reassemble the big-endian bytes of one value from its wire words."""
+    if order not in WORD_ORDERS:
+        raise PayloadError("unknown word order", order)
+    ws = list(words)
+    if order in ("CDAB", "DCBA"):
+        ws.reverse()
+    try:
+        b = struct.pack(f">{len(ws)}H", *ws)
+    except struct.error as e:
+        raise PayloadError("bad register word", str(e)) from None
+    if order in ("BADC", "DCBA"):
+        b = b"".join(b[i + 1:i + 2] + b[i:i + 1] for i in range(0, len(b), 2))
+    return b
+
+
+def decode_raw(words: Sequence[int], type_: str, order: str = "ABCD") -> int | float:
+    """The raw number (before scale) of one value. Raises ``PayloadError`` on a wrong word count."""
+    if type_ not in TYPES:
+        raise PayloadError("unknown type", type_)
+    n, code = TYPES[type_]
+    if len(words) != n:
+        raise PayloadError("wrong register count", f"{type_} needs {n} registers, got {len(words)}")
+    return struct.unpack(">" + code, words_to_bytes(words, order))[0]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One register compiled for decoding inside a request's response."""
+
+    name: str
+    start: int          # index of its first word within the response
+    count: int
+    code: str           # struct code of the big-endian value
+    order: str
+    scale: float
+    offset: float
+    factor: float       # PT, CT, PT×CT or 1
+    lo: float | None
+    hi: float | None
+
+
+def compile_field(reg: Register, start: int, pt: float = 1.0, ct: float = 1.0) -> FieldSpec:
+    factor = {"none": 1.0, "pt": pt, "ct": ct, "pt*ct": pt * ct}[reg.ratio]
+    n, code = TYPES[reg.type]
+    return FieldSpec(reg.name, start, n, code, reg.word_order, reg.scale, reg.offset, factor, reg.min, reg.max)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    values: dict[str, float]
+    implausible: tuple[str, ...] = ()
+
+
+_STRUCTS: dict[str, struct.Struct] = {}
+
+
+def _struct(fmt: str) -> struct.Struct:
+    st = _STRUCTS.get(fmt)
+    if st is None:
+        st = _STRUCTS[fmt] = struct.Struct(fmt)
+    return st
+
+
+class BlockDecoder:
+    """Decoder of one planned read, compiled once: every high-word-first field comes out of a single
+    ``struct`` call over the response (with pad bytes for holes); other word orders field by field."""
+
+    def __init__(self, fields: Sequence[FieldSpec]) -> None:
+        self.fields = tuple(fields)
+        self.need = max((f.start + f.count for f in self.fields), default=0)
+        fast = sorted((f for f in self.fields if f.order == "ABCD"), key=lambda f: f.start)
+        fmt, pos = [">"], 0
+        for f in fast:
+            if f.start > pos:
+                fmt.append(f"{2 * (f.start - pos)}x")
+            fmt.append(f.code)
+            pos = f.start + f.count
+        self._fast = fast
+        self._fast_struct = struct.Struct("".join(fmt))
+        self._slow = [f for f in self.fields if f.order != "ABCD"]
+
+    def decode(self, words: Sequence[int]) -> Decoded:
+        nwords = len(words)
+        if nwords < self.need:
+            short = next(f for f in self.fields if f.start + f.count > nwords)
+            raise PayloadError("short response", f"{short.name} needs words {short.start}..{short.start + short.count - 1}, got {nwords}")
+        try:
+            buf = _struct(f">{nwords}H").pack(*words)
+        except struct.error as e:
+            raise PayloadError("bad register word", str(e)) from None
+        pairs = list(zip(self._fast, self._fast_struct.unpack_from(buf, 0)))
+        for f in self._slow:
+            pairs.append((f, _struct(">" + f.code).unpack(words_to_bytes(words[f.start:f.start + f.count], f.order))[0]))
+        values: dict[str, float] = {}
+        bad: list[str] = []
+        for f, raw in pairs:
+            eng = raw * f.scale + f.offset
+            if eng != eng or eng in (math.inf, -math.inf) or (f.lo is not None and eng < f.lo) or (f.hi is not None and eng > f.hi):
+                bad.append(f.name)
+                continue
+            values[f.name] = eng * f.factor if f.factor != 1.0 else float(eng)
+        if bad and len(bad) > 1:
+            order = {f.name: i for i, f in enumerate(self.fields)}
+            bad.sort(key=order.__getitem__)
+        return Decoded(values, tuple(bad))
+
+
+def decode_block(fields: Sequence[FieldSpec], words: Sequence[int]) -> Decoded:
+    """Decode every field of one response. A field is implausible when NaN/inf or outside its range."""
+    return BlockDecoder(fields).decode(words)

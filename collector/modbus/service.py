@@ -1,0 +1,272 @@
+"""Modbus collection service: compile a site's meters into plans, poll them, hand Points over.
+
+``compile_site`` checks every meter against its profile at start-up (``edge check`` uses it) and
+builds the ready-made read plan of each device. ``ModbusCollector`` runs one task per meter;
+meters that share a connection (a gateway, a serial line) share its lock, connections run in
+parallel. Polls are aligned to wall-clock multiples of the meter's ``interval_s``; a point's
+timestamp is the time of the device's first successful read in that poll. A failed read loses
+only its own registers. Values outside a register's plausible range are not stored: the point
+carries a string field ``quality`` = ``"implausible:<field>,<field>"`` instead, and the counter
+``modbus_implausible`` is bumped. Points go to ``ingest.submit`` in batches from one submitter task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from collector.modbus.planner import Request, plan
+from collector.modbus.poller import Connection
+from collector.modbus.profiles import Profile, find_profile, load_profiles
+from collector.modbus.registers import BlockDecoder, FieldSpec, compile_field
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.config import Meter, Site
+from edge.errors import ConfigError, DeviceError, EdgeError, PayloadError, ProfileError
+from edge.ingest import Ingest
+from edge.point import Point
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedRead:
+    request: Request
+    fields: tuple[FieldSpec, ...]
+    decoder: BlockDecoder = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decoder", BlockDecoder(self.fields))
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    meter: Meter
+    profile: Profile
+    reads: tuple[PlannedRead, ...]
+    tags: dict[str, str]
+    connection_key: str
+
+    @property
+    def requests(self) -> tuple[Request, ...]:
+        return tuple(r.request for r in self.reads)
+
+    @property
+    def registers(self) -> tuple:
+        return tuple(reg for r in self.reads for reg in r.request.registers)
+
+    @property
+    def naive_requests(self) -> int:
+        """Requests a collector reading one register at a time would send."""
+        return sum(len(r.request.registers) for r in self.reads)
+
+
+def compile_meter(m: Meter, profile: Profile, org: str) -> DevicePlan:
+    where = f"meter {m.id}"
+    if m.carrier.value != profile.carrier:
+        raise ConfigError(f"carrier {m.carrier.value!r} but profile {profile.id!r} measures {profile.carrier!r}",
+                          obj=where, field="carrier")
+    names = m.registers if m.registers is not None else profile.names
+    regs = []
+    for n in names:
+        try:
+            regs.append(profile.register(n))
+        except KeyError:
+            raise ConfigError(f"unknown register {n!r} for profile {profile.id!r} (has: {', '.join(profile.names)})",
+                              obj=where, field="registers") from None
+    reqs = plan(regs, max_gap=profile.max_gap, max_registers=profile.max_registers)
+    reads = tuple(PlannedRead(r, tuple(compile_field(reg, reg.address - r.address, m.pt_ratio, m.ct_ratio)
+                                       for reg in r.registers)) for r in reqs)
+    tags = {"meter": m.id, "org": org, "carrier": profile.carrier, "profile": profile.id}
+    if m.building:
+        tags["building"] = m.building
+    return DevicePlan(m, profile, reads, tags, m.transport.connection_key())
+
+
+def compile_site(site: Site, profiles_dir: str | None = None) -> tuple[DevicePlan, ...]:
+    """Every meter's read plan. Raises ``ConfigError`` naming the meter and the field."""
+    try:
+        profiles = load_profiles(profiles_dir or site.profiles_dir)
+    except ProfileError:
+        raise
+    plans = []
+    for m in site.meters:
+        try:
+            prof = find_profile(profiles, m.profile)
+        except KeyError:
+            raise ConfigError(f"unknown profile {m.profile!r} (known: {', '.join(sorted(profiles))})",
+                              obj=f"meter {m.id}", field="profile") from None
+        plans.append(compile_meter(m, prof, site.meter_org(m)))
+    return tuple(plans)
+
+
+@dataclass
+class DeviceHealth:
+    meter: str
+    up: bool | None = None
+    last_success_ns: int | None = None
+    last_failure_ns: int | None = None
+    down_since_ns: int | None = None
+    consecutive_failures: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    last_error: str = ""
+    reads_ok: int = 0
+    reads_failed: int = 0
+    implausible: int = 0
+    polls: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__, errors=dict(self.errors))
+
+
+class ModbusCollector:
+    def __init__(self, site: Site, ingest: Ingest, clock: Clock = SYSTEM_CLOCK, profiles_dir: str | None = None,
+                 plans: Sequence[DevicePlan] | None = None, submit_batch: int = 5000) -> None:
+        self.site = site
+        self.ingest = ingest
+        self.clock = clock
+        self.plans = tuple(plans) if plans is not None else compile_site(site, profiles_dir)
+        self.connections: dict[str, Connection] = {}
+        for p in self.plans:
+            c = self.connections.get(p.connection_key)
+            t = p.meter.timeout_ms / 1000
+            if c is None:
+                self.connections[p.connection_key] = Connection(p.connection_key, p.meter.transport, t, clock)
+            else:
+                c.timeout_s = max(c.timeout_s, t)
+        self._health = {p.meter.id: DeviceHealth(p.meter.id) for p in self.plans}
+        self._queue: asyncio.Queue[Point] = asyncio.Queue()
+        self._submit_batch = submit_batch
+        self._stopping = False
+        self._stats = {"reads_ok": 0, "reads_failed": 0, "points_submitted": 0, "polls": 0, "overruns": 0,
+                       "implausible": 0, "submit_errors": 0, "registers_read": 0}
+
+    def health(self) -> dict[str, DeviceHealth]:
+        return self._health
+
+    def stats(self) -> dict:
+        return dict(self._stats, devices=len(self.plans), connections=len(self.connections),
+                    devices_down=sum(1 for h in self._health.values() if h.up is False))
+
+    async def run(self) -> None:
+        """Poll every device until cancelled."""
+        self._stopping = False
+        tasks = [asyncio.create_task(self._device_loop(p), name=f"modbus:{p.meter.id}") for p in self.plans]
+        tasks.append(asyncio.create_task(self._submitter(), name="modbus:submit"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            self._stopping = True
+            # Python 3.11's wait_for (inside pymodbus) can swallow a cancellation that races a
+            # response: cancel again until every task is really done.
+            pending = set(tasks)
+            while pending:
+                for t in pending:
+                    t.cancel()
+                _, pending = await asyncio.wait(pending, timeout=1.0)
+            await self._flush()
+            for c in self.connections.values():
+                c.close()
+
+    async def _device_loop(self, p: DevicePlan) -> None:
+        interval_ns = max(1, round(p.meter.interval_s * 1e9))
+        last_slot: int | None = None
+        while not self._stopping:
+            now = self.clock.now_ns()
+            slot = -(-now // interval_ns) * interval_ns  # next wall-clock multiple of the interval
+            if last_slot is not None and slot <= last_slot:
+                slot = last_slot + interval_ns
+            if slot > now:
+                await self.clock.sleep((slot - now) / 1e9)
+            if last_slot is not None and slot - last_slot > interval_ns:
+                self._stats["overruns"] += 1  # the previous poll ran past its slot: slots skipped
+            last_slot = slot
+            await self.poll_once(p)
+
+    async def poll_once(self, p: DevicePlan) -> Point | None:
+        """Read every planned request of one device once and queue its point. Returns the point."""
+        conn = self.connections[p.connection_key]
+        h = self._health[p.meter.id]
+        h.polls += 1
+        self._stats["polls"] += 1
+        fields: dict[str, float | str] = {}
+        bad: list[str] = []
+        t_read: int | None = None
+        failures: list[DeviceError] = []
+        for pr in p.reads:
+            rq = pr.request
+            async with conn.lock:
+                t = self.clock.now_ns()
+                try:
+                    words = await conn.read(rq.function_code, rq.address, rq.count, p.meter.unit_id)
+                except DeviceError as e:
+                    failures.append(e)
+                    self._read_failed(p, h, e, t)
+                    continue
+            try:
+                dec = pr.decoder.decode(words)
+            except PayloadError as e:
+                failures.append(DeviceError(str(e), kind="protocol"))
+                self._read_failed(p, h, failures[-1], t)
+                continue
+            self._stats["reads_ok"] += 1
+            self._stats["registers_read"] += rq.count
+            h.reads_ok += 1
+            if t_read is None:
+                t_read = t
+            fields.update(dec.values)
+            bad.extend(dec.implausible)
+        if t_read is not None:
+            if h.up is False:
+                down_s = (t_read - (h.down_since_ns or t_read)) / 1e9
+                log.info("meter=%s up after_s=%.0f", p.meter.id, down_s)
+            h.up, h.last_success_ns, h.consecutive_failures, h.down_since_ns = True, t_read, 0, None
+        else:
+            h.consecutive_failures += 1
+            if h.up is not False:
+                kind = failures[0].kind if failures else "unknown"
+                log.warning("meter=%s down reason=%s detail=%s", p.meter.id, kind, failures[0] if failures else "")
+                h.up, h.down_since_ns = False, self.clock.now_ns()
+            return None
+        if bad:
+            fields["quality"] = "implausible:" + ",".join(bad)
+            h.implausible += len(bad)
+            self._stats["implausible"] += len(bad)
+            self.ingest.count("modbus_implausible", len(bad), meter=p.meter.id)
+        if not fields:
+            return None
+        pt = Point("meter", p.tags, fields, t_read)
+        self._queue.put_nowait(pt)
+        return pt
+
+    def _read_failed(self, p: DevicePlan, h: DeviceHealth, e: DeviceError, t: int) -> None:
+        self._stats["reads_failed"] += 1
+        h.reads_failed += 1
+        h.errors[e.kind] = h.errors.get(e.kind, 0) + 1
+        h.last_error, h.last_failure_ns = str(e), t
+        self.ingest.count("modbus_read_failed", 1, meter=p.meter.id, kind=e.kind)
+
+    async def _submitter(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while not self._queue.empty() and len(batch) < self._submit_batch:
+                batch.append(self._queue.get_nowait())
+            await self._submit(batch)
+
+    async def _submit(self, batch: list[Point]) -> None:
+        try:
+            await self.ingest.submit(batch)
+            self._stats["points_submitted"] += len(batch)
+        except EdgeError as e:  # the outbox logs and counts its own failures; never stop polling
+            self._stats["submit_errors"] += 1
+            log.error("modbus submit failed points=%d error=%s", len(batch), e)
+
+    async def _flush(self) -> None:
+        batch = []
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        if batch:
+            await self._submit(batch)

@@ -1,0 +1,132 @@
+"""The ``edge`` command: a thin shell over library functions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edge import __version__
+from edge.errors import ConfigError, EdgeError
+from edge.logs import setup_logging
+
+app = typer.Typer(name="edge", help="sensing-edge: energy meters over Modbus, vehicles over MQTT, indicators over HTTP.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+simulate = typer.Typer(help="Run simulators: Modbus meters and an MQTT vehicle fleet.", no_args_is_help=True)
+analytics = typer.Typer(help="Recompute indicators over a range.", no_args_is_help=True)
+app.add_typer(simulate, name="simulate")
+app.add_typer(analytics, name="analytics")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+SiteOpt = typer.Option(..., "--config", "-c", help="site file (YAML)", exists=False)
+
+
+def _fail(e: Exception, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+@app.command()
+def check(config: Path = SiteOpt) -> None:
+    """Validate a site file and print what would run. Exit 2 with file, object and field on error."""
+    from edge.site import compile_site
+    try:
+        compiled = compile_site(config)
+    except ConfigError as e:
+        _fail(e)
+    site = compiled.site
+    out.print(f"[bold]{config}[/]: site [cyan]{site.site.name}[/] is valid.")
+    t = Table("org", "name", title="orgs")
+    for o in site.orgs:
+        t.add_row(o.path, o.name)
+    out.print(t)
+    if site.meters:
+        t = Table("meter", "profile", "carrier", "transport", "unit", "every", "registers", "requests/poll", title="meters")
+        for m in site.meters:
+            plan = compiled.modbus_plans.get(m.id)
+            tr = m.transport
+            where = tr.serial_port if tr.kind.value == "rtu" else f"{tr.host}:{tr.port}"
+            t.add_row(m.id, m.profile, m.carrier.value, f"{tr.kind.value} {where}", str(m.unit_id), f"{m.interval_s:g} s",
+                      str(plan.register_count) if plan else "?", str(plan.request_count) if plan else "?")
+        out.print(t)
+    if site.vehicles:
+        t = Table("vehicle", "plate", "org", "home", title="vehicles")
+        for v in site.vehicles:
+            t.add_row(v.id, v.plate, v.org, v.home or "")
+        out.print(t)
+    mq = site.mqtt
+    out.print(f"mqtt: {mq.broker} as {mq.client_id!r}, QoS {mq.qos}, topics: "
+              + ", ".join(f"{tp.pattern} ({tp.format.value})" for tp in mq.topics)
+              + (f", shared group {mq.shared_group}" if mq.shared_group else ""))
+    st = site.store
+    out.print(f"store: {st.kind.value} " + (st.path if st.kind.value == "embedded" else st.url or ""))
+    out.print(f"outbox: {site.outbox.path} (max {site.outbox.max_bytes / 2**20:.0f} MiB)")
+    out.print(f"api: http://{site.api.host}:{site.api.port} (auth {'on' if site.api.auth else 'off'})")
+
+
+@app.command()
+def run(config: Path = SiteOpt, log_level: str = typer.Option("info", help="debug|info|warning|error"),
+        for_s: Optional[float] = typer.Option(None, "--for", help="stop after this many seconds")) -> None:
+    """Run the edge service for a site until Ctrl-C or SIGTERM (the outbox is flushed on the way out)."""
+    from edge.service import EdgeService
+    from edge.site import compile_site
+    setup_logging(log_level)
+    try:
+        compiled = compile_site(config)
+        asyncio.run(EdgeService(compiled.site).run_until_stopped(for_s))
+    except EdgeError as e:
+        _fail(e)
+
+
+@app.command()
+def demo(for_s: Optional[float] = typer.Option(None, "--for", help="run this many seconds, print a JSON summary, exit"),
+         port: int = typer.Option(8000, help="API port on 127.0.0.1 (0: any free port)"),
+         data_dir: Path = typer.Option(Path("var/demo"), help="where the demo keeps its outbox and store (wiped at start)"),
+         log_level: str = typer.Option("warning", help="debug|info|warning|error")) -> None:
+    """The whole system on embedded defaults: broker, simulated meters and vehicles, store, API and dashboard."""
+    from edge.demo import run_demo
+    setup_logging(log_level)
+    try:
+        summary = asyncio.run(run_demo(duration_s=for_s, api_port=port, data_dir=data_dir,
+                                       announce=lambda s: err.print(s, highlight=False)))
+    except EdgeError as e:
+        _fail(e)
+    out.print_json(json.dumps(summary, ensure_ascii=False))
+    if summary.get("errors"):
+        raise typer.Exit(1)
+
+
+def _mount() -> None:
+    """Sub-commands that live beside the code they drive."""
+    from collector.modbus.cli import app as profiles_app
+    from edge.outbox_cli import app as outbox_app
+    from simulators.cli import meters_app
+    from simulators.vehicles_cli import app as vehicles_app
+    app.add_typer(profiles_app, name="profiles", help="List and show device profiles (device_profiles/*.yaml).")
+    app.add_typer(outbox_app, name="outbox", help="Inspect the durable outbox: status, dead letters, replay, purge.")
+    simulate.add_typer(meters_app, name="meters")
+    simulate.add_typer(vehicles_app, name="vehicles")
+    from api.keys_cli import app as keys_app
+    app.add_typer(keys_app, name="keys", help="API keys: create, list, revoke (stored hashed with argon2).")
+    from analytics.cli_fleet import fleet as fleet_cmd
+    analytics.command("fleet")(fleet_cmd)
+
+
+_mount()
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,63 @@
+"""Compile a site at start-up: the checked config plus the ready-made plans each collector runs.
+
+A site that compiles is a site that runs: unknown profiles, unknown register names and the like
+fail here, naming the file, the object and the field, never later in a hot loop.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge.config import Site, load_site
+from edge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    register_count: int
+    request_count: int
+
+
+@dataclass(frozen=True)
+class CompiledSite:
+    site: Site
+    file: str = "<site>"
+    modbus: Any = None  # collector.modbus plans, handed to the Modbus collector
+    modbus_plans: dict[str, PlanSummary] = field(default_factory=dict)
+
+
+def compile_site(source: Site | str | os.PathLike, file: str | None = None) -> CompiledSite:
+    if isinstance(source, Site):
+        site, name = source, file or "<site>"
+    else:
+        site, name = load_site(source), str(source)
+    summaries: dict[str, PlanSummary] = {}
+    plans = None
+    if site.meters:
+        from collector.modbus.service import compile_site as compile_modbus
+        try:
+            plans = compile_modbus(site, site.profiles_dir)
+        except ConfigError as e:
+            if e.file is None:
+                e.args = (f"{name}: {e.args[0]}",)
+                e.file = name
+            raise
+        for meter_id, plan in _items(plans):
+            summaries[meter_id] = PlanSummary(_count_registers(plan), _count_requests(plan))
+    return CompiledSite(site=site, file=name, modbus=plans, modbus_plans=summaries)
+
+
+def _items(plans: Any):
+    if isinstance(plans, dict):
+        return plans.items()
+    return ((getattr(p, "meter_id", None) or p.meter.id, p) for p in plans)
+
+
+def _count_requests(plan: Any) -> int:
+    return len(plan.requests)
+
+
+def _count_registers(plan: Any) -> int:
+    return len(plan.registers)

@@ -1,0 +1,269 @@
+"""Embedded time-series store: one SQLite file with InfluxDB's data model, for small sites and the demo.
+
+Data model, as in InfluxDB: a *series* is a measurement and a tag set; a *point* is a series, a
+timestamp (ns) and some fields. A point written again with the same series and time overwrites
+the fields it names and keeps the others (InfluxDB's merge). Each field has one type per
+measurement (float, integer, unsigned, boolean, string); a point with a conflicting type is
+refused with InfluxDB's message ("field type conflict: ...").
+
+Tables (narrow, one row per field value)::
+
+    series(id, measurement, tags)                 tags: canonical JSON, keys sorted
+    fields(id, measurement, name, type)
+    points(series_id, field_id, time_ns, value)   PRIMARY KEY (series_id, field_id, time_ns)
+    latest(series_id, field_id, time_ns, value)   newest value of every series field
+
+Queries (latest, raw range, windows) are in ``edge.query.StoreQuery``, which calls the
+primitives here. Retention: ``retention_days`` deletes points older than that (``apply_retention``,
+called about hourly by the embedded sink).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import orjson
+
+from edge.clock import SYSTEM_CLOCK, Clock
+from edge.errors import LineProtocolError, StoreError
+from edge.point import I64_MAX, Point, UInt, parse_line
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS series (id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, tags TEXT NOT NULL,
+  UNIQUE (measurement, tags));
+CREATE TABLE IF NOT EXISTS fields (id INTEGER PRIMARY KEY, measurement TEXT NOT NULL, name TEXT NOT NULL,
+  type TEXT NOT NULL, UNIQUE (measurement, name));
+CREATE TABLE IF NOT EXISTS points (series_id INTEGER NOT NULL, field_id INTEGER NOT NULL, time_ns INTEGER NOT NULL,
+  value, PRIMARY KEY (series_id, field_id, time_ns)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS latest (series_id INTEGER NOT NULL, field_id INTEGER NOT NULL, time_ns INTEGER NOT NULL,
+  value, PRIMARY KEY (series_id, field_id)) WITHOUT ROWID;
+"""
+
+FLOAT, INTEGER, UNSIGNED, BOOLEAN, STRING = "float", "integer", "unsigned", "boolean", "string"
+
+
+def field_type(v: Any) -> str:
+    if isinstance(v, bool):
+        return BOOLEAN
+    if isinstance(v, UInt):
+        return UNSIGNED
+    if isinstance(v, int):
+        return INTEGER
+    if isinstance(v, float):
+        return FLOAT
+    return STRING
+
+
+def decode_value(ftype: str, v: Any) -> Any:
+    if ftype == BOOLEAN:
+        return bool(v)
+    if ftype == UNSIGNED:
+        return UInt(v)
+    return v
+
+
+def tags_key(tags: dict[str, str] | Iterable[tuple[str, str]]) -> str:
+    items = tags.items() if isinstance(tags, dict) else tags
+    return orjson.dumps(dict(sorted((k, v) for k, v in items if v != ""))).decode()
+
+
+class EmbeddedStore:
+    """A SQLite file holding series. Thread-safe: one write connection, one read connection."""
+
+    def __init__(self, path: str | Path, *, retention_days: float | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.path = Path(path)
+        self.retention_s = None if retention_days is None else float(retention_days) * 86400.0
+        self.clock = clock
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # the outbox deletes what we acknowledge
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+            self._rdb = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
+            self._rdb.execute("PRAGMA busy_timeout=30000")
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot open store: {e}") from e
+        self._wlock = threading.Lock()
+        self._rlock = threading.Lock()
+        self._series: dict[tuple[str, str], int] = {}
+        self._fields: dict[tuple[str, str], tuple[int, str]] = {}
+        self._load_caches()
+        self._read_series_max = -1
+        self._read_series: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self._read_fields: dict[int, tuple[str, str, str]] = {}
+        self._closed = False
+
+    def _load_caches(self) -> None:
+        for sid, m, tags in self._db.execute("SELECT id, measurement, tags FROM series"):
+            self._series[(m, tags)] = sid
+        for fid, m, name, ftype in self._db.execute("SELECT id, measurement, name, type FROM fields"):
+            self._fields[(m, name)] = (fid, ftype)
+
+    # -- writing --------------------------------------------------------------------------------------
+
+    def write_lines(self, lines: Sequence[str]) -> list[tuple[int, str]]:
+        """Store lines of line protocol; returns (index, reason) for every line refused."""
+        points: list[Point | None] = []
+        rejected: list[tuple[int, str]] = []
+        for i, ln in enumerate(lines):
+            try:
+                points.append(parse_line(ln))
+            except LineProtocolError as e:
+                points.append(None)
+                rejected.append((i, f"unable to parse '{ln[:200]}': {e}"))
+        rejected.extend(self._write(points))
+        rejected.sort()
+        return rejected
+
+    def write_points(self, points: Sequence[Point]) -> list[tuple[int, str]]:
+        return self._write(list(points))
+
+    def _write(self, points: Sequence[Point | None]) -> list[tuple[int, str]]:
+        rejected: list[tuple[int, str]] = []
+        rows: list[tuple[int, int, int, Any]] = []
+        newest: dict[tuple[int, int], tuple[int, Any]] = {}
+        with self._wlock:
+            if self._closed:
+                raise StoreError(f"{self.path}: store is closed")
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                new_fields: dict[tuple[str, str], tuple[int, str]] = {}
+                new_series: dict[tuple[str, str], int] = {}
+                for i, p in enumerate(points):
+                    if p is None:
+                        continue
+                    reason = self._check(p, new_fields)
+                    if reason:
+                        rejected.append((i, reason))
+                        continue
+                    skey = (p.measurement, tags_key(p.tags))
+                    sid = self._series.get(skey) or new_series.get(skey)
+                    if sid is None:
+                        sid = db.execute("INSERT INTO series(measurement, tags) VALUES (?, ?)", skey).lastrowid
+                        new_series[skey] = sid
+                    t = p.time_ns
+                    for name, v in p.fields.items():
+                        fkey = (p.measurement, name)
+                        f = self._fields.get(fkey) or new_fields.get(fkey)
+                        if f is None or f[0] < 0:
+                            ftype = field_type(v)
+                            fid = db.execute("INSERT INTO fields(measurement, name, type) VALUES (?, ?, ?)",
+                                             (p.measurement, name, ftype)).lastrowid
+                            new_fields[fkey] = (fid, ftype)
+                        else:
+                            fid = f[0]
+                        val = int(v) if isinstance(v, bool) else v
+                        rows.append((sid, fid, t, val))
+                        cur = newest.get((sid, fid))
+                        if cur is None or t >= cur[0]:
+                            newest[(sid, fid)] = (t, val)
+                if rows:
+                    db.executemany("INSERT OR REPLACE INTO points(series_id, field_id, time_ns, value) VALUES (?,?,?,?)", rows)
+                    db.executemany(
+                        "INSERT INTO latest(series_id, field_id, time_ns, value) VALUES (?,?,?,?) "
+                        "ON CONFLICT(series_id, field_id) DO UPDATE SET time_ns = excluded.time_ns, value = excluded.value "
+                        "WHERE excluded.time_ns >= latest.time_ns",
+                        [(sid, fid, t, v) for (sid, fid), (t, v) in newest.items()])
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: write failed: {e}") from e
+            self._series.update(new_series)
+            self._fields.update(new_fields)
+        return rejected
+
+    def _check(self, p: Point, new_fields: dict[tuple[str, str], tuple[int, str]]) -> str:
+        """InfluxDB's refusal for this point, or '' when it can be stored."""
+        for name, v in p.fields.items():
+            ftype = field_type(v)
+            if ftype == UNSIGNED and v > I64_MAX:
+                return f"unsigned field {name!r} = {int(v)} is beyond the embedded store's range"
+            f = self._fields.get((p.measurement, name)) or new_fields.get((p.measurement, name))
+            if f is not None and f[1] != ftype:
+                return (f'field type conflict: input field "{name}" on measurement "{p.measurement}" is type '
+                        f"{ftype}, already exists as type {f[1]}")
+        # a new field's type is fixed by the first point that has it, also within one batch
+        for name, v in p.fields.items():
+            key = (p.measurement, name)
+            if key not in self._fields and key not in new_fields:
+                new_fields[key] = (-1, field_type(v))  # placeholder; id assigned on insert
+        return ""
+
+    def apply_retention(self, now_ns: int | None = None) -> int:
+        """Delete points older than the retention; returns how many field values were deleted."""
+        if self.retention_s is None:
+            return 0
+        now = self.clock.now_ns() if now_ns is None else now_ns
+        cutoff = now - int(self.retention_s * 1e9)
+        deleted = 0
+        with self._wlock:
+            db = self._db
+            pairs = db.execute("SELECT series_id, field_id FROM latest").fetchall()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for sid, fid in pairs:
+                    deleted += db.execute("DELETE FROM points WHERE series_id = ? AND field_id = ? AND time_ns < ?",
+                                          (sid, fid, cutoff)).rowcount
+                db.execute("DELETE FROM latest WHERE time_ns < ?", (cutoff,))
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: retention failed: {e}") from e
+        if deleted:
+            log.info("store retention path=%s cutoff_ns=%d deleted_values=%d", self.path, cutoff, deleted)
+        return deleted
+
+    # -- reading (primitives for edge.query.StoreQuery) ----------------------------------------------
+
+    def _refresh(self) -> None:
+        top = self._rdb.execute("SELECT coalesce(max(id), 0) FROM series").fetchone()[0]
+        ftop = self._rdb.execute("SELECT count(*) FROM fields").fetchone()[0]
+        if top != self._read_series_max or ftop != len(self._read_fields):
+            by_m: dict[str, list[tuple[int, dict[str, str]]]] = {}
+            for sid, m, tags in self._rdb.execute("SELECT id, measurement, tags FROM series ORDER BY id"):
+                by_m.setdefault(m, []).append((sid, orjson.loads(tags)))
+            self._read_series = by_m
+            self._read_fields = {fid: (m, n, t) for fid, m, n, t in
+                                 self._rdb.execute("SELECT id, measurement, name, type FROM fields")}
+            self._read_series_max = top
+
+    def series(self, measurement: str) -> list[tuple[int, dict[str, str]]]:
+        """(series id, tags) of every series of a measurement."""
+        with self._rlock:
+            self._refresh()
+            return list(self._read_series.get(measurement, []))
+
+    def fields(self, measurement: str) -> dict[str, tuple[int, str]]:
+        """name -> (field id, type) for a measurement."""
+        with self._rlock:
+            self._refresh()
+            return {n: (fid, t) for fid, (m, n, t) in self._read_fields.items() if m == measurement}
+
+    def select(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """Run a read-only query on the read connection (used by the query layer)."""
+        with self._rlock:
+            if self._closed:
+                raise StoreError(f"{self.path}: store is closed")
+            try:
+                return self._rdb.execute(sql, args).fetchall()
+            except sqlite3.Error as e:
+                raise StoreError(f"{self.path}: query failed: {e}") from e
+
+    def close(self) -> None:
+        with self._wlock, self._rlock:
+            if self._closed:
+                return
+            self._closed = True
+            self._db.close()
+            self._rdb.close()

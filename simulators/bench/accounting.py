@@ -1,0 +1,185 @@
+"""Reconcile what the simulators sent with what the store holds: pure functions over plain data.
+
+Meter readings are polled, not pushed, so a meter's "sent" is what its simulator *answered*: the
+simulator logs every read it served. The reads of one poll form one expected reading; the edge stamps a reading with the time it sent the poll's
+first successful request, so a stored reading at ``t`` matches the poll whose answers lie in
+``[t, t + tolerance]``. An injected timeout is never served, so it is never expected.
+
+Vehicle positions are pushed: "sent" is what the broker acknowledged at QoS 1 (PUBACK). A stored
+position matches when vehicle and timestamp are equal (the point identity in the store).
+
+Classes of difference, per source:
+
+* ``lost``: sent, not stored. Explained when the edge refused it on purpose (a dead-letter row
+  with the reason: validation), when it was read in the last moments before a ``kill -9`` (not yet
+  handed to the outbox, which the design does not promise to keep), or when the outbox counted it
+  as dropped (full quota; the count is global, so it explains up to that many). "The last moments"
+  is a poll still running at the kill (a poll's point is built when its last request is answered;
+  lock waits behind timed-out meters on a shared gateway can stretch a poll over seconds) or one
+  that finished less than ``kill_window_ns`` before it. The rest is
+  ``unexplained``: the figure that must be 0.
+* ``duplicated``: a reading stored twice (two points for one poll, or two rows for one identity).
+* ``late``: stored only during the drain after the sources stopped (buffered through an outage).
+* ``unexpected``: stored but never sent (should be 0; a phantom).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class Poll:
+    first_ns: int
+    last_ns: int
+
+
+@dataclass
+class SourceAccount:
+    source: str
+    sent: int = 0
+    stored: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    late: int = 0
+    unexpected: int = 0
+    explained: dict[str, int] = field(default_factory=dict)
+    unexplained: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Reconciliation:
+    meters: SourceAccount
+    positions: SourceAccount
+    outbox_dropped: int
+    explained_by_outbox_drop: int
+    unexplained: int
+
+    def as_dict(self) -> dict:
+        return {"meters": self.meters.as_dict(), "positions": self.positions.as_dict(),
+                "outbox_dropped": self.outbox_dropped, "explained_by_outbox_drop": self.explained_by_outbox_drop,
+                "unexplained": self.unexplained, "verdict": self.verdict()}
+
+    def verdict(self) -> str:
+        if self.unexplained == 0:
+            return "zero unexplained loss"
+        return f"{self.unexplained} readings/positions lost without explanation"
+
+
+def group_polls(served: Sequence[tuple[int, int, int]], interval_s: float) -> list[Poll]:
+    """Answered reads of one meter, ``(t_ns, function, address)``, grouped into polls.
+
+    A poll reads its requests in ascending (function, address) order, each at most once (the
+    collector's plan order), so a read at or below the previous one in that order starts a new
+    poll; so does a silence longer than the interval. Lock waits behind other meters on a shared
+    gateway may spread one poll over more than an interval: order, not time, tells polls apart.
+    """
+    gap = int(interval_s * 1e9)
+    polls: list[Poll] = []
+    first = last = None
+    prev_key: tuple[int, int] | None = None
+    for t, fc, addr in sorted(served):
+        key = (fc, addr)
+        if first is None:
+            first = last = t
+        elif t - last > gap or (prev_key is not None and key <= prev_key):
+            polls.append(Poll(first, last))
+            first = last = t
+        else:
+            last = t
+        prev_key = key
+    if first is not None:
+        polls.append(Poll(first, last))
+    return polls
+
+
+def in_flight_at_kill(p: Poll, kills_ns: Sequence[int], window_ns: int) -> bool:
+    """A poll still running at a kill -9 (its point not built yet) or finished less than ``window_ns`` before it."""
+    return any(p.first_ns <= k and p.last_ns >= k - window_ns for k in kills_ns)
+
+
+def reconcile_meters(polls: Mapping[str, Sequence[Poll]], stored: Mapping[str, Sequence[int]],
+                     snapshot: Mapping[str, Sequence[int]], kills_ns: Sequence[int] = (),
+                     tolerance_ns: int = 2_000_000_000, kill_window_ns: int = 3_000_000_000) -> SourceAccount:
+    """``polls``: meter -> expected readings; ``stored``/``snapshot``: meter -> stored times (final / at source stop)."""
+    acc = SourceAccount("meters")
+    explained = {"in_flight_at_kill": 0}
+    for meter in sorted(set(polls) | set(stored)):
+        ps = list(polls.get(meter, ()))
+        times = sorted(stored.get(meter, ()))
+        snap = set(snapshot.get(meter, ()))
+        acc.sent += len(ps)
+        uniq = sorted(set(times))
+        acc.stored += len(uniq)
+        acc.duplicated += len(times) - len(uniq)
+        acc.late += sum(1 for t in uniq if t not in snap)
+        firsts = [p.first_ns for p in ps]
+        matched = [0] * len(ps)
+        for t in uniq:
+            # the poll whose first answer is the first one at or after t (within the tolerance)
+            i = bisect.bisect_left(firsts, t)
+            hit = None
+            for j in (i, i - 1):
+                if 0 <= j < len(ps) and ps[j].first_ns - tolerance_ns <= t <= ps[j].last_ns:
+                    hit = j
+                    break
+            if hit is None:
+                acc.unexpected += 1
+                if len(acc.examples) < 5:
+                    acc.examples.append(f"unexpected {meter} t={t}")
+                continue
+            matched[hit] += 1
+        acc.duplicated += sum(m - 1 for m in matched if m > 1)
+        for p, m in zip(ps, matched, strict=True):
+            if m:
+                continue
+            acc.lost += 1
+            if in_flight_at_kill(p, kills_ns, kill_window_ns):
+                explained["in_flight_at_kill"] += 1
+            else:
+                acc.unexplained += 1
+                if len(acc.examples) < 5:
+                    acc.examples.append(f"lost {meter} poll at {p.first_ns}")
+    acc.explained = explained
+    return acc
+
+
+def reconcile_positions(sent: Mapping[str, Iterable[int]], stored: Mapping[str, Sequence[int]],
+                        snapshot: Mapping[str, Sequence[int]], rejected: Iterable[tuple[str, int]] = ()) -> SourceAccount:
+    """``sent``: vehicle -> acknowledged times; ``rejected``: (vehicle, time) the edge dead-lettered on purpose."""
+    acc = SourceAccount("positions")
+    rej = set(rejected)
+    explained = {"rejected_by_validation": 0}
+    for vid in sorted(set(sent) | set(stored)):
+        s = set(sent.get(vid, ()))
+        times = list(stored.get(vid, ()))
+        st = set(times)
+        snap = set(snapshot.get(vid, ()))
+        acc.sent += len(s)
+        acc.stored += len(st)
+        acc.duplicated += len(times) - len(st)
+        acc.late += len(st - snap)
+        acc.unexpected += len(st - s)
+        for t in sorted(s - st):
+            acc.lost += 1
+            if (vid, t) in rej:
+                explained["rejected_by_validation"] += 1
+            else:
+                acc.unexplained += 1
+                if len(acc.examples) < 5:
+                    acc.examples.append(f"lost {vid} t={t}")
+    acc.explained = explained
+    return acc
+
+
+def reconcile(meters: SourceAccount, positions: SourceAccount, outbox_dropped: int) -> Reconciliation:
+    """Combine both sources; the outbox's dropped count (its bounded-quota policy) explains up to that many."""
+    raw = meters.unexplained + positions.unexplained
+    by_drop = min(raw, outbox_dropped)
+    return Reconciliation(meters, positions, outbox_dropped, by_drop, raw - by_drop)

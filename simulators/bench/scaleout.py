@@ -1,0 +1,85 @@
+"""Scale-out: two edge instances sharing one fleet through MQTT shared subscriptions
+(``mqtt.shared_group``) and splitting the meters by configuration, against one instance.
+
+Throughput is measured on a backlog, so the publisher's speed does not cap it: the edges
+subscribe, are paused (SIGSTOP), a burst of positions is published and acknowledged by Mosquitto,
+the edges are resumed (SIGCONT) and the clock runs until they have committed every position
+(their ``/v1/health`` ``gps.stored`` counters). Then the sources stop, the edges drain and the
+run is reconciled: nothing lost, nothing stored twice, and the edges' counts add up to what was
+sent (no message taken by both).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+from simulators.bench.runner import Bench, finish
+from simulators.bench.scenario import MeterGroup, Scenario, VehicleGroup
+
+GROUP = "bench"
+
+
+def scaleout_scenario(vehicles: int = 500, meters: int = 40) -> Scenario:
+    return Scenario(name="scaleout", duration_s=60, drain_timeout_s=120, meter_processes=1,
+                    meters=(MeterGroup(profile="eastron-sdm120", count=meters, interval_s=15, units_per_server=20),),
+                    vehicles=(VehicleGroup(count=vehicles, format="json", rate_hz=1.0),))
+
+
+def _gps_stored(bench: Bench) -> list[int]:
+    out = []
+    for e in bench.edges:
+        doc = httpx.get(f"http://127.0.0.1:{e.api_port}/v1/health", timeout=10).json()
+        out.append(int(doc["components"].get("gps", {}).get("stored", 0)))
+    return out
+
+
+def measure(edges: int, workdir: Path, ticks: int, scn: Scenario,
+            announce: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    with Bench(scn, workdir, store="influxdb", chaos=False, edges=edges, shared_group=GROUP, announce=announce) as bench:
+        bench.start_infrastructure()
+        ports = bench.start_meters()
+        bench._ports = ports
+        bench.start_edges(ports, meter_split=True)
+        run_start_ns = time.time_ns()
+        t0 = time.monotonic()
+        base = _gps_stored(bench)
+        for e in bench.edges:
+            e.proc.proc.send_signal(signal.SIGSTOP)
+        bench.event(time.monotonic() - t0, "edges paused; publishing backlog", ticks=ticks)
+        bench.start_fleet(None, ticks=ticks, burst=True)
+        bench.fleet_proc.proc.wait(600)
+        acked = sum(1 for _ in open(bench.dir / "positions.log"))
+        bench.event(time.monotonic() - t0, "backlog acknowledged by the broker", positions=acked)
+        t_go = time.monotonic()
+        for e in bench.edges:
+            e.proc.proc.send_signal(signal.SIGCONT)
+        per_edge = base
+        while time.monotonic() - t_go < 300:
+            per_edge = [a - b for a, b in zip(_gps_stored(bench), base, strict=True)]
+            if sum(per_edge) >= acked:
+                break
+            time.sleep(0.1)
+        took = time.monotonic() - t_go
+        bench.event(time.monotonic() - t0, "backlog committed", s=round(took, 2), per_edge=per_edge)
+        report = finish(bench, t0, run_start_ns, time.monotonic() - t0)
+    return {"edges": edges, "positions": acked, "seconds": took, "positions_per_s": acked / took if took else None,
+            "per_edge": per_edge, "accounting": report["accounting"],
+            "meters_per_edge": [sum(1 for _ in e.site_file.read_text().splitlines() if _.startswith("- id: m-"))
+                                for e in bench.edges]}
+
+
+def run_scaleout(workdir: Path, vehicles: int = 500, ticks: int = 40,
+                 announce: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """One edge, then two, on the same backlog; the ratio of their throughputs."""
+    scn = scaleout_scenario(vehicles)
+    one = measure(1, Path(workdir) / "one", ticks, scn, announce)
+    two = measure(2, Path(workdir) / "two", ticks, scn, announce)
+    ratio = two["positions_per_s"] / one["positions_per_s"] if one["positions_per_s"] and two["positions_per_s"] else None
+    doubled = sum(two["per_edge"]) - two["positions"]
+    return {"one": one, "two": two, "ratio": ratio, "doubled": doubled,
+            "lost_unexplained": one["accounting"]["unexplained"] + two["accounting"]["unexplained"]}
