@@ -7,7 +7,7 @@ One interface, ``Query``, two implementations that give the same answers (a conf
   compatibility API, and 3.x). No Flux.
 * ``StoreQuery``: SQL on the embedded SQLite store (``edge.store.EmbeddedStore``).
 
-Three questions:
+Three questions (and ``field_keys(measurement)``, the fields a measurement has):
 
 * ``latest``: the newest value of each field of each series (optionally only since a time).
 * ``raw``: every value in ``[start_ns, end_ns)``.
@@ -97,6 +97,8 @@ class Series:
 
 @runtime_checkable
 class Query(Protocol):
+    async def field_keys(self, measurement: str) -> list[str]: ...
+
     async def latest(self, measurement: str, fields: Sequence[str] | None = None, where: Where = Where(),
                      since_ns: int | None = None) -> list[Latest]: ...
 
@@ -475,6 +477,10 @@ class StoreQuery:
     async def windows(self, measurement: str, fields: Sequence[str], start_ns: int, end_ns: int,
                       every: int | str, agg: Agg, where: Where = Where(), tz: str = DEFAULT_TZ) -> list[Series]:
         return await asyncio.to_thread(self._windows, measurement, fields, start_ns, end_ns, every, agg, where, tz)
+
+    async def field_keys(self, measurement: str) -> list[str]:
+        """The field names a measurement has, sorted."""
+        return sorted((await asyncio.to_thread(self.store.fields, measurement)).keys())
 
     def count_points(self, measurement: str | None = None) -> int:
         """Points stored (distinct series and time), for summaries; embedded store only, synchronous."""

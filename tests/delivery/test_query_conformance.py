@@ -254,6 +254,12 @@ async def test_windows_cut_by_the_range_start_keep_the_calendar_label(q: Query):
     assert m.times_ns.tolist() == [sh(2026, 1, 1), sh(2026, 2, 1)] and m.values.tolist() == [1, 4]
 
 
+async def test_field_keys(q: Query):
+    assert await q.field_keys("meter") == ["active_energy_import_kwh", "active_power_total_kw"]
+    assert await q.field_keys("position") == ["acc", "lat", "lon", "plate", "satellites"]
+    assert await q.field_keys("nothing") == []
+
+
 async def test_unknown_measurement_or_field_is_empty_not_an_error(q: Query):
     assert await q.raw("nothing", ["x"], START, END) == []
     assert await q.windows("meter", ["no_such_field"], START, END, "day", "mean") == []
