@@ -94,7 +94,8 @@ class VehicleFleet:
     def __init__(self, count: int, broker_url: str, fmt: str = "json", base: tuple[float, float] = (30.2741, 120.1551),
                  rate_hz: float = 1.0, seed: int = 0, clock: Clock = SYSTEM_CLOCK, id_prefix: str = "veh-",
                  faults: Faults | None = None, jt808_version: int = 2013, topic: str = TOPIC,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, always_on_duty: bool = False) -> None:
+        """``always_on_duty``: drive as on a working day at any hour (the demo, benches at night)."""
         if fmt not in FORMATS:
             raise ValueError(f"format {fmt!r}: one of {FORMATS}")
         if rate_hz <= 0:
@@ -103,6 +104,7 @@ class VehicleFleet:
         self.broker_url, self.clock, self.topic = broker_url, clock, topic
         self.faults = faults or Faults()
         self.jt808_version = jt808_version
+        self.always_on_duty = always_on_duty
         self.client_id = client_id or f"sim-fleet-{seed}"
         self.rng = random.Random(seed)
         self.grid = Grid(base[0], base[1])
@@ -154,7 +156,7 @@ class VehicleFleet:
         """A parked car whose wait is over decides what to do next."""
         now = self._local(t_ns)
         hour = now.hour + now.minute / 60
-        working = is_workday(now.date()) and WORK_START_H <= hour < WORK_END_H
+        working = self.always_on_duty or (is_workday(now.date()) and WORK_START_H <= hour < WORK_END_H)
         rng = self.rng
         if car.node != car.depot and not working:
             goal = car.depot  # evening: home
