@@ -307,9 +307,8 @@ def bin_energy(d: CounterDeltas, start_ns: int, n_bins: int, bin_ns: int = QUART
     row_plain = row_valid & good[:, 1:].all(axis=1)   # every interval ok: coverage is the time axis
     tf_all = d.times_ns.astype(np.float64)
     aligned = d.times_ns.size == edges.size and bool(np.array_equal(d.times_ns, edges))
-    cov_plain = np.interp(ef, tf_all, np.cumsum(np.diff(tf_all, prepend=tf_all[:1])), left=np.nan, right=np.nan)
-    cov_plain_bins = np.diff(cov_plain) / bin_ns
-    cov_plain_bins = np.where(np.isnan(cov_plain_bins), 0.0, cov_plain_bins)
+    cov_plain_bins = np.diff(np.interp(np.clip(ef, tf_all[0], tf_all[-1]), tf_all,
+                                       np.cumsum(np.diff(tf_all, prepend=tf_all[:1])))) / bin_ns
     for r in range(m):
         cum_r = np.cumsum(delta[r])
         if row_valid[r]:
@@ -322,23 +321,26 @@ def bin_energy(d: CounterDeltas, start_ns: int, n_bins: int, bin_ns: int = QUART
         if aligned and row_valid[r] and not (gap_policy is GapPolicy.last_bin and g.any()):
             energy[r] = np.diff(cum)
         else:
-            e = np.interp(ef, tf, cum, left=np.nan, right=np.nan)
+            # a bin partly covered by readings counts the energy measured in it (coverage < 1);
+            # only bins wholly outside the readings are unknown
+            outside = (ef[1:] <= tf[0]) | (ef[:-1] >= tf[-1])
+            e = np.interp(np.clip(ef, tf[0], tf[-1]), tf, cum)
             if gap_policy is GapPolicy.last_bin and g.any():
                 k = np.searchsorted(tf, ef, side="right")
                 inside = (k > 0) & (k < tf.size)
                 kk = np.clip(k, 0, tf.size - 1)
                 hold = inside & g[kk] & (tf[np.maximum(kk - 1, 0)] < ef)
                 e[hold] = cum[kk[hold] - 1]
-            energy[r] = np.diff(e)
+            en = np.diff(e)
+            en[outside] = np.nan
+            energy[r] = en
         if row_plain[r]:
             coverage[r] = cov_plain_bins
             continue
         cov = np.cumsum(np.where(good[r], dtn[r], 0), dtype=np.float64)
         if not row_valid[r]:
             cov = cov[valid[r]]
-        c = np.interp(ef, tf, cov, left=np.nan, right=np.nan)
-        cr = np.diff(c) / bin_ns
-        coverage[r] = np.where(np.isnan(cr), 0.0, cr)
+        coverage[r] = np.diff(np.interp(np.clip(ef, tf[0], tf[-1]), tf, cov)) / bin_ns
     if one_d:
         return BinnedEnergy(start_ns, bin_ns, energy[0], coverage[0])
     return BinnedEnergy(start_ns, bin_ns, energy, coverage)

@@ -91,6 +91,12 @@ def align_on_grid(series: Sequence[tuple[np.ndarray, np.ndarray]], start_ns: int
             # a grid point takes the last reading at or before it, if that reading is recent
             recent = ok & (axis - t[np.maximum(k, 0)] < step_ns)
             out[r, recent] = np.asarray(v)[k[recent]]
+            # the meter's first reading goes to the grid point before it, so the energy between it
+            # and the next grid point is counted (measured, not invented; that quarter's coverage
+            # reads as full)
+            kf = int(np.searchsorted(axis, t[0], side="right")) - 1
+            if kf >= 0 and np.isnan(out[r, kf]):
+                out[r, kf] = np.asarray(v)[0]
         return axis, out
     out = np.full((len(series), union.size), np.nan)
     for r, (t, v) in enumerate(series):
@@ -101,7 +107,8 @@ def align_on_grid(series: Sequence[tuple[np.ndarray, np.ndarray]], start_ns: int
 def compute_energy_range(source: CounterSource, meters: Sequence[MeterInfo], first: dt.date, last: dt.date,
                          workcal: WorkCalendar = WorkCalendar(), factors: FactorSet = FactorSet(),
                          cal: LocalCalendar = LocalCalendar(),
-                         buildings: Sequence[tuple[str, str, float, int]] = ()) -> EnergyReport:
+                         buildings: Sequence[tuple[str, str, float, int]] = (),
+                         periods: Sequence[Period] = (Period.day, Period.month, Period.year)) -> EnergyReport:
     """Indicators for local days ``first``..``last`` (inclusive) per meter, building and org,
     per day, month and year, as tables and Points. Month and year rows cover only the days in
     range (a partial month has ``coverage`` < 1). For buildings and orgs, rows with carrier
@@ -128,7 +135,7 @@ def compute_energy_range(source: CounterSource, meters: Sequence[MeterInfo], fir
     for scope, b in blocks:
         if not b.ids:
             continue
-        for period in (Period.day, Period.month, Period.year):
+        for period in periods:
             t = compute_indicators(b, period, cal, working, factors, scope=scope)
             if period is Period.month:
                 add_changes(t, "consumption_kwh")
@@ -149,7 +156,9 @@ def buildings_from_site(site) -> list[tuple[str, str, float, int]]:
 def meters_from_site(site) -> list[MeterInfo]:
     """``edge.config.Site`` → MeterInfo list (counter specs default until the config carries
     rollover and rated power per meter)."""
-    return [MeterInfo(m.id, site.meter_org(m), m.carrier.value, m.building) for m in site.meters]
+    return [MeterInfo(m.id, site.meter_org(m), m.carrier.value, m.building,
+                      CounterSpec(rollover=getattr(m, "counter_rollover", None), rated_kw=getattr(m, "rated_kw", None)))
+            for m in site.meters]
 
 
 @dataclass

@@ -130,6 +130,21 @@ class WorkCalendar:
             raise CalendarNotCovered(d.year, self.package_years)
         return d.weekday() < 5
 
+    def is_statutory_holiday(self, d: dt.date) -> bool:
+        """A statutory holiday day off (New Year, Spring Festival, National Day...), as opposed
+        to an ordinary weekend. Config ``holidays_extra`` dates count as statutory."""
+        hol, work = self._extra
+        if d in work:
+            return False
+        if d in hol:
+            return True
+        if self.package_years and self.package_years[0] <= d.year <= self.package_years[1]:
+            on_holiday, name = _cc.get_holiday_detail(d)
+            return bool(on_holiday and name is not None)
+        if not self.covers(d.year):
+            raise CalendarNotCovered(d.year, self.package_years)
+        return False
+
     def is_holiday_or_weekend(self, d: dt.date) -> bool:
         return not self.is_workday(d)
 

@@ -83,3 +83,12 @@ def test_config_adds_a_year():
 def test_bad_extra_date_names_the_field():
     with pytest.raises(Exception, match="holidays_extra"):
         WorkCalendar(holidays_extra=("2027-13-01",)).is_workday(dt.date(2027, 1, 4))
+
+
+def test_statutory_holiday_is_not_an_ordinary_weekend(workcal):
+    assert workcal.is_statutory_holiday(dt.date(2025, 10, 4))        # Saturday inside National Day
+    assert not workcal.is_statutory_holiday(dt.date(2025, 10, 12))   # ordinary Sunday
+    assert not workcal.is_statutory_holiday(dt.date(2025, 10, 11))   # 调休 working Saturday
+    assert workcal.is_statutory_holiday(dt.date(2026, 2, 17))        # Spring Festival 2026
+    wc = WorkCalendar(holidays_extra=("2027-01-01",))
+    assert wc.is_statutory_holiday(dt.date(2027, 1, 1)) and not wc.is_statutory_holiday(dt.date(2027, 1, 2))
