@@ -4,7 +4,6 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
-APT_PKGS := mosquitto mosquitto-clients influxdb influxdb-client mbpoll chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test test-fast bench lint system-deps venv clean
@@ -18,13 +17,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Mosquitto, InfluxDB 1.x, mbpoll and Chromium from Debian, installed only when missing.
+# Mosquitto, InfluxDB 1.x, mbpoll, Chromium and a CJK font (dashboard screenshots) from Debian, only when missing.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto mosquitto-clients"; \
 	command -v influxd >/dev/null || missing="$$missing influxdb influxdb-client"; \
 	command -v mbpoll >/dev/null || missing="$$missing mbpoll"; \
 	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
+	[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing from Debian:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

@@ -1,9 +1,21 @@
-"""The service's indicator job: reads series through the query layer, computes, writes Points back.
+"""The service's indicator scheduler: reads series through the query layer, computes, writes Points back.
 
-This is the spine's job (today so far, per meter and per vehicle); the full energy and fleet jobs
-(``analytics.energy_jobs``, ``analytics.fleet_jobs``) compute the complete indicator sets. Each
-pass recomputes "today" in Asia/Shanghai, so late data is taken in on the next pass; a point's
-identity (measurement, tags, period start) makes the rewrite an overwrite, not a duplicate.
+Incremental, per DOMAIN.md and issue 7/8's "each new period once, recomputing when late data
+arrives":
+
+* every ``analytics.interval_s``: today so far (local day, Asia/Shanghai): energy day rows per
+  meter, building and org; fleet indicators and trips for today;
+* when a day closes (``settle_s`` after local midnight) or on the first pass: that day again,
+  its month (day and month rows over the month so far) and the year to date (year rows);
+* when readings arrive for a day already closed (a meter or terminal that buffered through an
+  outage): that day and its month are recomputed on the next pass.
+
+Recomputing writes the same Point identities (measurement, tags, period start), so it overwrites.
+
+Counters are read raw while that is small (today's pass on a site of modest size: exact at any
+duration, even a demo's 20 seconds), else as 15-minute ``last`` windows (96 values per meter-day),
+each relabelled to its window's end: the delta between two consecutive labels is then the energy
+of the quarter that ends at the later one, as ``analytics.counters`` expects.
 """
 
 from __future__ import annotations
@@ -11,71 +23,100 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from dataclasses import dataclass
-from zoneinfo import ZoneInfo
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
-from analytics.counters import CounterSpec, counter_deltas
-from analytics.geo import step_lengths_m
-from analytics.tracks import CleanParams, Tracks, clean
+from analytics.energy_jobs import ArraySource, EnergyReport, MeterInfo, buildings_from_site, compute_energy_range, meters_from_site
+from analytics.factors import CARRIER_FIELD, FactorSet, Factor, Confidence
+from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
+from analytics.workcal import WorkCalendar
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import Carrier, Site
+from edge.config import Site
 from edge.ingest import Ingest
 from edge.point import Point
-from edge.query import Query, Where
 
 log = logging.getLogger(__name__)
-
-COUNTER_FIELD = {
-    Carrier.electricity: ("active_energy_import_kwh", "consumption_kwh"),
-    Carrier.water: ("water_volume_m3", "consumption_m3"),
-    Carrier.gas: ("gas_volume_m3", "consumption_m3"),
-    Carrier.heat: ("heat_energy_kwh", "consumption_kwh"),
-}
+NS = 1_000_000_000
 
 
-def day_bounds(now_ns: int, tz: str = "Asia/Shanghai") -> tuple[int, int]:
-    """[start, end) of the local calendar day that contains ``now_ns``, in ns UTC."""
-    z = ZoneInfo(tz)
-    local = dt.datetime.fromtimestamp(now_ns / 1e9, tz=z)
-    start = dt.datetime.combine(local.date(), dt.time(0), tzinfo=z)
-    end = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(0), tzinfo=z)
-    return int(start.timestamp()) * 10**9, int(end.timestamp()) * 10**9
+def factors_for(site: Site) -> FactorSet:
+    a = site.analytics
+    f = FactorSet().with_grid_factor(a.grid_kgco2_per_kwh)
+    if a.gas_kgce_per_m3 is not None:
+        from dataclasses import replace
+        f = replace(f, name=f"{f.name}+gas{a.gas_kgce_per_m3}",
+                    gas_kgce_per_m3=Factor(a.gas_kgce_per_m3, "kgce/m3", "site config", Confidence.unconfirmed))
+    return f
 
 
-def consumption(times_ns: np.ndarray, values: np.ndarray) -> tuple[float, int]:
-    """Energy counted by a cumulative register over the readings given, and the number of flagged intervals.
-
-    Deltas, never raw readings: wraps, resets and jumps are handled by ``analytics.counters``.
-    """
-    if len(times_ns) < 2:
-        return 0.0, 0
-    order = np.argsort(times_ns, kind="stable")
-    t, v = np.asarray(times_ns)[order], np.asarray(values, dtype=float)[order]
-    keep = np.concatenate([[True], np.diff(t) > 0])
-    d = counter_deltas(t[keep], v[keep], CounterSpec())
-    return float(d.delta.sum()), int((d.status >= 2).sum())
+RAW_READINGS_MAX = 2_000_000  # above this many expected readings, read 15-min windows instead
 
 
-def track_distance_km(tracks: Tracks, now_ns: int) -> float:
-    """Length of a cleaned track (haversine over WGS-84), km."""
-    c = clean(tracks, now_ns, CleanParams())
-    return float(step_lengths_m(c.tracks.lat, c.tracks.lon).sum() / 1000.0)
+async def fetch_raw(query, meters: Sequence[MeterInfo], start_ns: int, end_ns: int) -> ArraySource:
+    from analytics.energy_jobs import prefetch_counters
+    from edge.query import Where
+    return await prefetch_counters(query, meters, start_ns, end_ns, Where(tags={"meter": tuple(sorted({m.id for m in meters}))}))
+
+
+async def fetch_quarters(query, meters: Sequence[MeterInfo], start_ns: int, end_ns: int) -> ArraySource:
+    """Each meter's counter as the last reading of every 15-min window in [start_ns, end_ns), labelled at the window's end."""
+    from edge.query import Where  # the query layer is handed in; only its filter type is needed here
+    fields = sorted({CARRIER_FIELD[m.carrier][0] for m in meters})
+    wanted = {(m.id, CARRIER_FIELD[m.carrier][0]) for m in meters}
+    ids = tuple(sorted({m.id for m in meters}))
+    series = await query.windows("meter", fields, start_ns, end_ns, QUARTER_NS // NS, "last", Where(tags={"meter": ids}))
+    parts: dict[tuple[str, str], list] = {}
+    for s in series:
+        key = (s.tags.get("meter", ""), s.field)
+        if key in wanted:
+            parts.setdefault(key, []).append((np.asarray(s.times_ns, dtype=np.int64) + QUARTER_NS,
+                                               np.asarray(s.values, dtype=np.float64)))
+    src = ArraySource()
+    for key, chunks in parts.items():
+        t = np.concatenate([c[0] for c in chunks])
+        v = np.concatenate([c[1] for c in chunks])
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        keep = np.r_[True, np.diff(t) > 0] if len(t) else np.zeros(0, bool)
+        src.data[key] = (t[keep], v[keep])
+    return src
 
 
 @dataclass
 class IndicatorJob:
     site: Site
-    query: Query
+    query: object  # edge.query.Query
     ingest: Ingest
-    interval_s: float = 60.0
+    interval_s: float | None = None
     clock: Clock = SYSTEM_CLOCK
     passes: int = 0
+    last_closed: dt.date | None = None
+    late_days: set[dt.date] = field(default_factory=set)
+    cal: LocalCalendar = field(default_factory=LocalCalendar)
 
+    def __post_init__(self) -> None:
+        if self.interval_s is None:
+            self.interval_s = self.site.analytics.interval_s
+        self.meters = meters_from_site(self.site)
+        self.buildings = buildings_from_site(self.site)
+        self.workcal = WorkCalendar.from_config(self.site.analytics)
+        self.factors = factors_for(self.site)
+
+    # -- late data ------------------------------------------------------------------------------
+    def observe(self, points: Sequence[Point]) -> None:
+        """Note readings that belong to an already closed day, so that day is recomputed."""
+        if self.last_closed is None:
+            return
+        limit = self.cal.midnight_ns(self.last_closed) + NS_PER_DAY
+        for p in points:
+            if p.measurement in ("meter", "position") and p.time_ns < limit:
+                self.late_days.add(self.cal.date_of(int(self.cal.local_day_index(p.time_ns))))
+
+    # -- the loop -------------------------------------------------------------------------------
     async def run(self) -> None:
         while True:
-            await self.clock.sleep(self.interval_s)
             try:
                 await self.compute_once()
             except asyncio.CancelledError:
@@ -83,42 +124,73 @@ class IndicatorJob:
             except Exception:
                 log.exception("indicator pass failed; next pass in interval_s", extra={"interval_s": self.interval_s})
                 self.ingest.count("indicator_pass_failed")
+            await self.clock.sleep(self.interval_s)
 
     async def compute_once(self) -> int:
-        """One pass over today; returns how many indicator points were written."""
+        """One pass; returns how many indicator points were written."""
         now = self.clock.now_ns()
-        start, end = day_bounds(now, self.site.analytics.timezone)
-        points = await self.today_energy(start, min(end, now + 1)) + await self.today_distance(start, min(end, now + 1), now)
+        today = self.cal.date_of(int(self.cal.local_day_index(now)))
+        closed = self.cal.date_of(int(self.cal.local_day_index(now - int(self.site.analytics.settle_s * NS))) - 1)
+        points: list[Point] = []
+        points += await self.energy(today, today, (Period.day,))
+        points += await self.fleet(today, today, now)
+        redo = set(self.late_days)
+        self.late_days.clear()
+        if self.last_closed != closed:
+            redo.add(closed)
+            if self.last_closed is None or (closed.year, closed.month) != (self.last_closed.year, self.last_closed.month):
+                redo.add(closed)  # the month turned (or first pass): the whole month is redone below
+        for month in sorted({(d.year, d.month) for d in redo}):
+            first = dt.date(month[0], month[1], 1)
+            last = min(closed, _month_end(first))
+            points += await self.energy(first, last, (Period.day, Period.month))
+        for d in sorted(redo):
+            points += await self.fleet(d, d, now)
+        if self.last_closed != closed or any(d.year == closed.year for d in redo):
+            points += await self.energy(dt.date(closed.year, 1, 1), closed, (Period.year,))
+        self.last_closed = closed
         if points:
             await self.ingest.submit(points)
         self.passes += 1
         return len(points)
 
-    async def today_energy(self, start: int, end: int) -> list[Point]:
-        out: list[Point] = []
-        for m in self.site.meters:
-            field, out_field = COUNTER_FIELD[m.carrier]
-            series = await self.query.raw("meter", [field], start, end, Where(tags={"meter": m.id}))
-            if not series or len(series[0]) == 0:
-                continue
-            total, flagged = consumption(series[0].times_ns, series[0].values)
-            tags = {"scope": "meter", "id": m.id, "org": self.site.meter_org(m), "period": "day", "carrier": m.carrier.value}
-            if m.building:
-                tags["building"] = m.building
-            out.append(Point("energy_indicator", tags, {out_field: round(total, 6), "flagged_intervals": flagged,
-                                                        "readings": len(series[0])}, start))
-        return out
+    async def energy(self, first: dt.date, last: dt.date, periods: Sequence[Period]) -> list[Point]:
+        if not self.meters or last < first:
+            return []
+        start = self.cal.midnight_ns(first) - QUARTER_NS
+        end = self.cal.midnight_ns(last) + NS_PER_DAY + QUARTER_NS
+        if self._expected_readings(start, end) <= RAW_READINGS_MAX:
+            src = await fetch_raw(self.query, self.meters, start, end)
+        else:
+            src = await fetch_quarters(self.query, self.meters, start - QUARTER_NS, end)
+        if not src.data:
+            return []
+        report: EnergyReport = await asyncio.to_thread(
+            compute_energy_range, src, self.meters, first, last, self.workcal, self.factors, self.cal, self.buildings, periods)
+        for meter_id, ev in report.events:
+            self.ingest.count("counter_event", kind=ev.kind)
+        return report.points
 
-    async def today_distance(self, start: int, end: int, now: int) -> list[Point]:
-        """Today's fleet indicators per vehicle and org, and today's trips (``analytics.fleet_jobs``)."""
+    def _expected_readings(self, start: int, end: int) -> float:
+        span_s = max(0.0, (min(end, self.clock.now_ns()) - start) / NS)
+        return sum(span_s / m.interval_s for m in self.site.meters)
+
+    async def fleet(self, first: dt.date, last: dt.date, now: int) -> list[Point]:
+        """Fleet indicators per vehicle and org, and trips, for local days first..last (``analytics.fleet_jobs``)."""
         if not self.site.vehicles:
             return []
         from analytics.fleet import WorkingTime, vehicle_infos
         from analytics.fleet_jobs import params_from_config, run_fleet
         from analytics.geo import fences_from_config
-        from analytics.workcal import WorkCalendar
         infos = vehicle_infos(self.site.vehicles, fences_from_config(self.site.geofences))
-        wt = WorkingTime.from_workcal(WorkCalendar.from_config(self.site.analytics))
+        wt = WorkingTime.from_workcal(self.workcal)
         params, _ = params_from_config(self.site.fleet)
+        start = self.cal.midnight_ns(first)
+        end = min(self.cal.midnight_ns(last) + NS_PER_DAY, now + 1)
         points, _report = await run_fleet(self.query, infos, start, end, wt, now, "day", params)
         return points
+
+
+def _month_end(first: dt.date) -> dt.date:
+    nxt = dt.date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+    return nxt - dt.timedelta(days=1)

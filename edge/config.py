@@ -67,6 +67,7 @@ class Building(Frozen):
     name: str = ""
     floor_area_m2: float = Field(gt=0)
     occupants: int = Field(ge=0, description="用能人数, number of energy users")
+    quota_class: Literal["A", "B"] | None = Field(default=None, description="GB/T 51161 office class for the quota check")
 
 
 class Carrier(str, Enum):
@@ -127,6 +128,8 @@ class Meter(Frozen):
     pt_ratio: float = Field(default=1.0, gt=0)
     ct_ratio: float = Field(default=1.0, gt=0)
     registers: tuple[str, ...] | None = Field(default=None, description="subset of the profile's registers; all when omitted")
+    counter_rollover: float | None = Field(default=None, gt=0, description="value at which the energy counter wraps to 0, in its unit")
+    rated_kw: float | None = Field(default=None, gt=0, description="max plausible rate; faster counter steps are flagged as jumps")
 
 
 class Circle(Frozen):
@@ -156,6 +159,7 @@ class Vehicle(Frozen):
     org: str
     home: str | None = Field(default=None, description="name of the home geofence")
     in_service: bool = True
+    terminal: str | None = Field(default=None, description="JT/T 808 terminal phone number (BCD), when it reports over a gateway")
 
 
 # --- infrastructure ----------------------------------------------------------------------------
@@ -243,8 +247,7 @@ class Store(Frozen):
 
 class Outbox(Frozen):
     path: str = "var/outbox.sqlite"
-    max_bytes: int = Field(default=1 << 30, gt=0)
-    commit_interval_ms: int = Field(default=50, gt=0)
+    max_bytes: int = Field(default=1 << 30, gt=0, description="when full, the oldest points are dropped and counted")
 
 
 class Upstream(Frozen):
@@ -279,7 +282,10 @@ class Analytics(Frozen):
     grid_kgco2_per_kwh: float = 0.5617
     holidays_extra: tuple[str, ...] = Field(default=(), description="ISO dates of holidays the calendar lacks")
     workdays_extra: tuple[str, ...] = Field(default=(), description="ISO dates of 调休 working weekends the calendar lacks")
-    interval_s: float = Field(default=60.0, gt=0)
+    interval_s: float = Field(default=60.0, gt=0, description="how often today's indicators are recomputed")
+    settle_s: float = Field(default=900.0, ge=0, description="a day is closed this long after local midnight")
+    gas_kgce_per_m3: float | None = Field(default=None, gt=0, description="natural gas factor; default 1.2143 (unconfirmed)")
+    weather_csv: str | None = Field(default=None, description="hourly outdoor temperature CSV (time, temp_c) for baselines")
 
 
 class Segmentation(str, Enum):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edge.config import (Api, Building, Circle, Geofence, Meter, Mqtt, Org, Outbox, Site, SiteInfo, Store,
+from edge.config import (Analytics, Api, Building, Circle, Geofence, Meter, Mqtt, Org, Outbox, Site, SiteInfo, Store,
                          StoreKind, Transport, TransportKind, Vehicle)
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def demo_site(meter_ports: dict[str, int], broker_port: int, api_port: int, data
         store=Store(kind=StoreKind.embedded, path=str(data_dir / "store.sqlite"), flush_interval_ms=500),
         outbox=Outbox(path=str(data_dir / "outbox.sqlite")),
         api=Api(port=api_port),
+        analytics=Analytics(interval_s=5.0),
     )
 
 
@@ -64,9 +65,8 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
         await s.start()
     site = demo_site({mid: s.port for mid, s in servers.items()}, broker.port, api_port, data_dir)
     service = EdgeService(site, data_dir=data_dir)
-    from analytics.jobs import IndicatorJob
-    job = IndicatorJob(site, service.query, service.ingest, interval_s=5.0)
-    fleet = VehicleFleet(5, f"mqtt://127.0.0.1:{broker.port}", fmt="json", base=HANGZHOU, rate_hz=1.0, seed=7)
+    fleet = VehicleFleet(5, f"mqtt://127.0.0.1:{broker.port}", fmt="json", base=HANGZHOU, rate_hz=1.0, seed=7,
+                         always_on_duty=True)
     tasks: list[asyncio.Task] = []
     try:
         await service.start()
@@ -74,7 +74,6 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
                  f"(health /v1/health, meters {', '.join(m for m, _ in METERS)}, vehicles veh-0001..veh-0005)"
                  + ("" if duration_s else "  Ctrl-C to stop"))
         tasks.append(asyncio.create_task(fleet.run(), name="fleet"))
-        tasks.append(asyncio.create_task(job.run(), name="indicators"))
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         import signal
@@ -96,7 +95,7 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
             await service.stop_collectors()
             await service.flush()
             # the indicators over everything read, written back and delivered like any point
-            indicators = await job.compute_once()
+            indicators = await service.indicators.compute_once()
             await service.flush()
             q = service.query
             meters_read = len({r.tags.get("meter") for r in await q.latest("meter")})

@@ -39,6 +39,7 @@ class ServiceIngest:
         self.live = live
         self.counters: Counter[str] = Counter()
         self.derive = derive  # e.g. live alerts from positions; its points are stored like any other
+        self.observers: list[Callable[[Sequence[Point]], None]] = []  # told of every committed batch
 
     async def submit(self, points: Sequence[Point]) -> None:
         if not points:
@@ -60,6 +61,8 @@ class ServiceIngest:
                 points = [*points, *derived]
         for fw in self.forwards:  # committed before submit returns, like the local copy
             await fw.offer(points)
+        for obs in self.observers:
+            obs(points)
 
     async def reject(self, source: str, raw: bytes, reason: str, topic: str = "") -> None:
         await self.outbox.dead_letter_payload_async(source, raw, reason, topic)
@@ -111,8 +114,7 @@ class EdgeService:
         self.store_cfg = store_cfg
         self.sink = build_sink(store_cfg, clock=self.clock)
         self.query = build_query(store_cfg)
-        self.deliverer = Deliverer(self.outbox, self.sink, metrics=self.metrics, clock=self.clock,
-                                   batch_points=store_cfg.batch_points, flush_interval_ms=store_cfg.flush_interval_ms)
+        self.deliverer = Deliverer.from_config(self.outbox, self.sink, store_cfg, self.metrics, self.clock)
         self.modbus = None
         self.gps = None
         self._stop = asyncio.Event()
@@ -175,6 +177,12 @@ class EdgeService:
             self.gps = GpsCollector(self.site.mqtt, self.site.vehicles, self.ingest, clock=self.clock,
                                     broker_url=self._broker_url())
             self.components.append(Component("gps", self.gps.run, self.gps.stats))
+        from analytics.jobs import IndicatorJob
+        self.indicators = IndicatorJob(self.site, self.query, self.ingest, clock=self.clock)
+        self.ingest.observers.append(self.indicators.observe)
+        self.components.append(Component("indicators", self.indicators.run,
+                                          lambda: {"passes": self.indicators.passes,
+                                                   "last_closed_day": str(self.indicators.last_closed)}))
         if self.upstream is not None:
             self.components.append(Component("upstream", self.upstream.run, self.upstream.stats))
         if self.alerts is not None:

@@ -33,7 +33,7 @@ def list_(dir: Optional[str] = DirOpt) -> None:
         rows = profile_rows(dir)
     except ConfigError as e:
         out.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     t = Table("id", "vendor", "model", "carrier", "registers", "requests/poll")
     for r in rows:
         t.add_row(r["id"], r["vendor"], r["model"], r["carrier"], str(r["registers"]), str(r["requests"]))
@@ -48,10 +48,10 @@ def show(profile: str = typer.Argument(..., help="profile id (chint-dtsu666) or 
         p = find_profile(load_profiles(dir), profile)
     except ConfigError as e:
         out.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     except KeyError:
         out.print(f"[red]error:[/] unknown profile {profile!r}")
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     out.print(f"[bold]{p.vendor} {p.model}[/] ({p.id}, {p.carrier}) - {p.file}")
     out.print(f"numbering: {p.numbering}; serial: {dict(p.serial)}; max registers/request {p.max_registers}, max gap {p.max_gap}")
     t = Table("name", "wire", "hex", "vendor", "fn", "type", "order", "scale", "offset", "unit", "ratio", "min", "max")

@@ -99,33 +99,40 @@ class BlockDecoder:
                 fmt.append(f"{2 * (f.start - pos)}x")
             fmt.append(f.code)
             pos = f.start + f.count
-        self._fast = fast
         self._fast_struct = struct.Struct("".join(fmt))
         self._slow = [f for f in self.fields if f.order != "ABCD"]
+        # plain tuples for the hot loop: (name, scale, offset, factor, lo, hi), fast fields first
+        self._params = [(f.name, f.scale, f.offset, f.factor,
+                         -math.inf if f.lo is None else f.lo, math.inf if f.hi is None else f.hi)
+                        for f in fast + self._slow]
+        self._order = {f.name: i for i, f in enumerate(self.fields)}
+        self._words_struct: dict[int, struct.Struct] = {}
 
     def decode(self, words: Sequence[int]) -> Decoded:
         nwords = len(words)
         if nwords < self.need:
             short = next(f for f in self.fields if f.start + f.count > nwords)
             raise PayloadError("short response", f"{short.name} needs words {short.start}..{short.start + short.count - 1}, got {nwords}")
+        ws = self._words_struct.get(nwords)
+        if ws is None:
+            ws = self._words_struct[nwords] = struct.Struct(f">{nwords}H")
         try:
-            buf = _struct(f">{nwords}H").pack(*words)
+            buf = ws.pack(*words)
         except struct.error as e:
             raise PayloadError("bad register word", str(e)) from None
-        pairs = list(zip(self._fast, self._fast_struct.unpack_from(buf, 0)))
+        raws = list(self._fast_struct.unpack_from(buf, 0))
         for f in self._slow:
-            pairs.append((f, _struct(">" + f.code).unpack(words_to_bytes(words[f.start:f.start + f.count], f.order))[0]))
+            raws.append(_struct(">" + f.code).unpack(words_to_bytes(words[f.start:f.start + f.count], f.order))[0])
         values: dict[str, float] = {}
         bad: list[str] = []
-        for f, raw in pairs:
-            eng = raw * f.scale + f.offset
-            if eng != eng or eng in (math.inf, -math.inf) or (f.lo is not None and eng < f.lo) or (f.hi is not None and eng > f.hi):
-                bad.append(f.name)
-                continue
-            values[f.name] = eng * f.factor if f.factor != 1.0 else float(eng)
-        if bad and len(bad) > 1:
-            order = {f.name: i for i, f in enumerate(self.fields)}
-            bad.sort(key=order.__getitem__)
+        for (name, scale, offset, factor, lo, hi), raw in zip(self._params, raws):
+            eng = raw * scale + offset
+            if lo <= eng <= hi and eng != math.inf and eng != -math.inf:  # NaN fails every comparison
+                values[name] = eng * factor  # ×1.0 is exact: the same number as a float
+            else:
+                bad.append(name)
+        if len(bad) > 1:
+            bad.sort(key=self._order.__getitem__)
         return Decoded(values, tuple(bad))
 
 

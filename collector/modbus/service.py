@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -24,7 +23,7 @@ from collector.modbus.profiles import Profile, find_profile, load_profiles
 from collector.modbus.registers import BlockDecoder, FieldSpec, compile_field
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Meter, Site
-from edge.errors import ConfigError, DeviceError, EdgeError, PayloadError, ProfileError
+from edge.errors import ConfigError, DeviceError, PayloadError
 from edge.ingest import Ingest
 from edge.point import Point
 
@@ -87,10 +86,7 @@ def compile_meter(m: Meter, profile: Profile, org: str) -> DevicePlan:
 
 def compile_site(site: Site, profiles_dir: str | None = None) -> tuple[DevicePlan, ...]:
     """Every meter's read plan. Raises ``ConfigError`` naming the meter and the field."""
-    try:
-        profiles = load_profiles(profiles_dir or site.profiles_dir)
-    except ProfileError:
-        raise
+    profiles = load_profiles(profiles_dir or site.profiles_dir)  # a bad profile raises ProfileError (a ConfigError)
     plans = []
     for m in site.meters:
         try:
@@ -140,8 +136,9 @@ class ModbusCollector:
         self._queue: asyncio.Queue[Point] = asyncio.Queue()
         self._submit_batch = submit_batch
         self._stopping = False
+        self._submit_failing = False
         self._stats = {"reads_ok": 0, "reads_failed": 0, "points_submitted": 0, "polls": 0, "overruns": 0,
-                       "implausible": 0, "submit_errors": 0, "registers_read": 0}
+                       "implausible": 0, "submit_errors": 0, "points_lost": 0, "registers_read": 0}
 
     def health(self) -> dict[str, DeviceHealth]:
         return self._health
@@ -171,19 +168,34 @@ class ModbusCollector:
                 c.close()
 
     async def _device_loop(self, p: DevicePlan) -> None:
+        """One poll per wall-clock window [k·interval, (k+1)·interval), started at the window's
+        boundary; a poll that ran into a later window makes the next one start at once, late inside
+        that window (an overrun), so no window gets two polls and a slow bus loses as little as possible."""
         interval_ns = max(1, round(p.meter.interval_s * 1e9))
         last_slot: int | None = None
         while not self._stopping:
             now = self.clock.now_ns()
-            slot = -(-now // interval_ns) * interval_ns  # next wall-clock multiple of the interval
-            if last_slot is not None and slot <= last_slot:
+            cur = now - now % interval_ns  # start of the current window
+            if last_slot is None:
+                slot = cur if now == cur else cur + interval_ns
+            elif cur > last_slot:
+                slot = cur
+                self._stats["overruns"] += 1
+            else:
                 slot = last_slot + interval_ns
             if slot > now:
                 await self.clock.sleep((slot - now) / 1e9)
-            if last_slot is not None and slot - last_slot > interval_ns:
-                self._stats["overruns"] += 1  # the previous poll ran past its slot: slots skipped
             last_slot = slot
-            await self.poll_once(p)
+            try:
+                await self.poll_once(p)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug or an untranslated library error: count it, keep polling
+                h = self._health[p.meter.id]
+                h.errors["internal"] = h.errors.get("internal", 0) + 1
+                h.last_error = f"{type(e).__name__}: {e}"
+                if h.errors["internal"] == 1:
+                    log.exception("meter=%s internal error, polling continues", p.meter.id)
 
     async def poll_once(self, p: DevicePlan) -> Point | None:
         """Read every planned request of one device once and queue its point. Returns the point."""
@@ -259,10 +271,17 @@ class ModbusCollector:
     async def _submit(self, batch: list[Point]) -> None:
         try:
             await self.ingest.submit(batch)
-            self._stats["points_submitted"] += len(batch)
-        except EdgeError as e:  # the outbox logs and counts its own failures; never stop polling
+        except Exception as e:  # the outbox counts its own failures; polling never stops for it
             self._stats["submit_errors"] += 1
-            log.error("modbus submit failed points=%d error=%s", len(batch), e)
+            self._stats["points_lost"] = self._stats.get("points_lost", 0) + len(batch)
+            if not self._submit_failing:
+                log.error("modbus submit failing points=%d error=%s", len(batch), e)
+            self._submit_failing = True
+            return
+        self._stats["points_submitted"] += len(batch)
+        if self._submit_failing:
+            log.info("modbus submit recovered")
+            self._submit_failing = False
 
     async def _flush(self) -> None:
         batch = []

@@ -68,3 +68,16 @@ async def test_counter_reset_and_stuck_value():
 def test_crc16_reference_vector():
     # Modbus RTU: read holding 0x0000 x10 from unit 1 is "01 03 00 00 00 0A C5 CD"
     assert crc16(bytes.fromhex("01030000000A")).to_bytes(2, "little") == bytes.fromhex("C5CD")
+
+
+def test_simulators_do_not_import_the_collector():
+    """A simulator is an independent peer: it must not share decoding code with what it tests."""
+    import ast
+    from pathlib import Path
+
+    for f in (Path(__file__).resolve().parents[2] / "simulators").glob("*.py"):
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.split(".")[0] == "collector" for n in names), f"{f.name} imports {names}"
