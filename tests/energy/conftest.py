@@ -11,16 +11,13 @@ import pytest
 from analytics.periods import LocalCalendar
 from analytics.workcal import WorkCalendar
 
-SCHOOL_CSV = Path("/work/shared/data/school_hourly_2018.csv")
+# the real data set ships with the simulators (see simulators/data/SOURCES.md)
+SCHOOL_CSV = Path(__file__).resolve().parents[2] / "simulators" / "data" / "school_hourly_2018.csv"
 
 
 def school_csv_path() -> Path:
-    here = Path(__file__).resolve()
-    for p in [here.parents[2].parent / "shared/data/school_hourly_2018.csv", SCHOOL_CSV,
-              here.parents[2] / "shared/data/school_hourly_2018.csv"]:
-        if p.exists():
-            return p
-    pytest.skip("shared/data/school_hourly_2018.csv not found")
+    assert SCHOOL_CSV.exists(), f"{SCHOOL_CSV} is missing: it is part of the repository"
+    return SCHOOL_CSV
 
 
 @pytest.fixture
