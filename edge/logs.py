@@ -37,5 +37,8 @@ def setup_logging(level: str = "info", stream=sys.stderr) -> None:
     root.addHandler(h)
     root.setLevel(level.upper())
     # third-party chatter stays at warning unless asked for
-    for noisy in ("pymodbus", "amqtt", "transitions", "httpx", "httpcore", "uvicorn.access"):
+    for noisy in ("amqtt", "transitions", "httpx", "httpcore", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # pymodbus logs every timeout and stray frame as an ERROR; the poller counts those and logs
+    # down/up transitions itself, so pymodbus speaks only at debug level
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL)

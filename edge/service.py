@@ -208,7 +208,7 @@ class EdgeService:
         if self.gps is not None and not getattr(self.gps, "connected", True):
             status = "degraded"
         if self.modbus is not None:
-            down = [k for k, h in self.modbus.health().items() if not getattr(h, "up", True)]
+            down = [k for k, h in self.modbus.health().items() if getattr(h, "up", None) is False]
             comps["devices_down"] = down
             if down:
                 status = "degraded"

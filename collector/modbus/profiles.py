@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
@@ -241,9 +241,3 @@ def describe(profile: Profile) -> list[dict[str, Any]]:
              "function": r.function, "type": r.type, "order": r.word_order, "scale": r.scale,
              "offset": r.offset, "unit": r.unit, "ratio": r.ratio, "min": r.min, "max": r.max}
             for r in profile.registers]
-
-
-def iter_registers(profile: Profile, names: Iterable[str] | None) -> tuple[Register, ...]:
-    if names is None:
-        return profile.registers
-    return tuple(profile.register(n) for n in names)
