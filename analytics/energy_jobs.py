@@ -244,20 +244,27 @@ async def prefetch_counters(query, meters: Sequence[MeterInfo], start_ns: int, e
     wanted = {(m.id, CARRIER_FIELD[m.carrier][0]) for m in meters}
     series = await (query.raw("meter", fields, start_ns, end_ns) if where is None
                     else query.raw("meter", fields, start_ns, end_ns, where))
+    return merge_counter_series(series, wanted)
+
+
+def merge_counter_series(series, wanted: set[tuple[str, str]], shift_ns: int = 0) -> ArraySource:
+    """Query-layer ``Series`` of meter counters into an ``ArraySource`` keyed (meter id, field).
+
+    One meter may come back as several series (a tag changed, e.g. its building): they are
+    merged, sorted, and repeated times dropped. ``shift_ns`` relabels every time (window ends)."""
     parts: dict[tuple[str, str], list] = {}
     for s in series:
         key = (s.tags.get("meter", ""), s.field)
         if key in wanted:
-            parts.setdefault(key, []).append((np.asarray(s.times_ns, dtype=np.int64),
+            parts.setdefault(key, []).append((np.asarray(s.times_ns, dtype=np.int64) + shift_ns,
                                                np.asarray(s.values, dtype=np.float64)))
     src = ArraySource()
     for key, chunks in parts.items():
-        # one meter may come back as several series (a tag changed, e.g. its building): merge them
         t = np.concatenate([c[0] for c in chunks])
         v = np.concatenate([c[1] for c in chunks])
         order = np.argsort(t, kind="stable")
         t, v = t[order], v[order]
-        keep = np.r_[True, np.diff(t) > 0]
+        keep = np.r_[True, np.diff(t) > 0] if len(t) else np.zeros(0, bool)
         src.data[key] = (t[keep], v[keep])
     return src
 

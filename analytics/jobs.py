@@ -26,9 +26,9 @@ import logging
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 
-from analytics.energy_jobs import ArraySource, EnergyReport, MeterInfo, buildings_from_site, compute_energy_range, meters_from_site
+from analytics.energy_jobs import (ArraySource, EnergyReport, MeterInfo, buildings_from_site, compute_energy_range,
+                                   merge_counter_series, meters_from_site)
 from analytics.factors import CARRIER_FIELD, FactorSet, Factor, Confidence
 from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
 from analytics.workcal import WorkCalendar
@@ -67,21 +67,7 @@ async def fetch_quarters(query, meters: Sequence[MeterInfo], start_ns: int, end_
     wanted = {(m.id, CARRIER_FIELD[m.carrier][0]) for m in meters}
     ids = tuple(sorted({m.id for m in meters}))
     series = await query.windows("meter", fields, start_ns, end_ns, QUARTER_NS // NS, "last", Where(tags={"meter": ids}))
-    parts: dict[tuple[str, str], list] = {}
-    for s in series:
-        key = (s.tags.get("meter", ""), s.field)
-        if key in wanted:
-            parts.setdefault(key, []).append((np.asarray(s.times_ns, dtype=np.int64) + QUARTER_NS,
-                                               np.asarray(s.values, dtype=np.float64)))
-    src = ArraySource()
-    for key, chunks in parts.items():
-        t = np.concatenate([c[0] for c in chunks])
-        v = np.concatenate([c[1] for c in chunks])
-        order = np.argsort(t, kind="stable")
-        t, v = t[order], v[order]
-        keep = np.r_[True, np.diff(t) > 0] if len(t) else np.zeros(0, bool)
-        src.data[key] = (t[keep], v[keep])
-    return src
+    return merge_counter_series(series, wanted, shift_ns=QUARTER_NS)
 
 
 @dataclass
@@ -167,7 +153,7 @@ class IndicatorJob:
             return []
         report: EnergyReport = await asyncio.to_thread(
             compute_energy_range, src, self.meters, first, last, self.workcal, self.factors, self.cal, self.buildings, periods)
-        for meter_id, ev in report.events:
+        for _meter_id, ev in report.events:
             self.ingest.count("counter_event", kind=ev.kind)
         return report.points
 
