@@ -10,7 +10,8 @@ Definitions (shared/DOMAIN.md):
 - ``consumption``: Σ quarter energies (deltas of the counter, never raw readings).
 - ``kgce`` = consumption × the carrier's kgce factor; ``kgco2`` = consumption × its CO₂ factor
   (grid factor configurable), see ``analytics.factors``.
-- ``peak_kw``: max 15-min mean power = max quarter kWh × 4 (electricity and heat).
+- ``peak_kw``: max 15-min mean power = max quarter kWh × 4 (electricity and heat); a quarter
+  read only in part counts with its mean power over the time read, if that is at least 20 %.
 - ``load_factor`` = mean kW ÷ peak kW; mean kW over the hours with data (coverage-weighted).
 - ``base_load_kw``: 5th percentile of night-time 15-min kW (night = local quarters in
   ``night_quarters``, default 00:00-06:00), over the period's nights.
@@ -139,9 +140,23 @@ def _day_aggregates(q: np.ndarray, cov: np.ndarray, working: np.ndarray, night_q
         day_sum[a:a + chunk_rows] = qz.sum(axis=2)
         qz *= off_mask
         day_off[a:a + chunk_rows] = qz.sum(axis=2)
-        with np.errstate(invalid="ignore"):
-            day_peak[a:a + chunk_rows] = np.fmax.reduce(qc, axis=2)   # ignores NaN; NaN when all are
-    return day_sum, day_known, day_off, cov.sum(axis=2), day_peak, q[:, :, night_quarters]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            day_peak[a:a + chunk_rows] = np.fmax.reduce(_quarter_power(qc, cov[a:a + chunk_rows]), axis=2)
+    night = _quarter_power(q[:, :, night_quarters], cov[:, :, night_quarters])
+    return day_sum, day_known, day_off, cov.sum(axis=2), day_peak, night
+
+
+MIN_DEMAND_COVERAGE = 0.2  # a quarter read for under 3 minutes says too little about demand
+
+
+def _quarter_power(q: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """A quarter's energy over the time it was covered (kWh per quarter-hour of data), NaN for
+    quarters covered less than ``MIN_DEMAND_COVERAGE``: a partly read quarter's energy is real,
+    but as a demand it must not be spread over 15 minutes it was not measured in."""
+    if not (cov < 1.0).any():
+        return q
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cov >= MIN_DEMAND_COVERAGE, q / cov, np.nan)
 
 
 def compute_indicators(block: QuarterBlock, period: Period, cal: LocalCalendar, working: np.ndarray,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import importlib
 import json
 import os
@@ -31,9 +32,8 @@ def _machine() -> dict:
 
 
 def run(only: list[str] | None, quick: bool, out: Path) -> dict:
-    results = json.loads(out.read_text()) if out.exists() else {"figures": {}}
-    results["machine"] = _machine()
-    figures = results.setdefault("figures", {})
+    machine = _machine()
+    new: dict[str, dict] = {}
     for name in only or MODULES:
         try:
             mod = importlib.import_module(f"bench.{name}")
@@ -50,11 +50,25 @@ def run(only: list[str] | None, quick: bool, out: Path) -> dict:
             traceback.print_exc()
             figs = {f"{name}.error": {"value": None, "why": f"{type(e).__name__}: {e}"}}
         for k, v in figs.items():
-            v.setdefault("measured_at", results["machine"]["when"])
-            figures[k] = v
+            v.setdefault("measured_at", machine["when"])
+            new[k] = v
         print(f"bench: {name} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    (out.with_suffix(".md")).write_text(markdown(results))
+    return write(new, machine, out)
+
+
+def write(new: dict[str, dict], machine: dict, out: Path) -> dict:
+    """Merge this run's figures into ``out`` under a lock: figures of areas not run are kept."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(out.read_text()) if out.exists() else {}
+        results["machine"] = machine
+        results.setdefault("figures", {}).update(new)
+        results["figures"] = dict(sorted(results["figures"].items()))
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        tmp.replace(out)
+        out.with_suffix(".md").write_text(markdown(results))
     return results
 
 

@@ -33,3 +33,16 @@ def test_readings_all_inside_one_quarter_still_count():
 def test_first_partial_quarter_counted_when_readings_are_thinned_to_the_grid(span_s):
     p, expected = _today(span_s)
     assert p.fields["consumption_kwh"] == pytest.approx(expected)
+
+
+def test_load_factor_of_a_partly_read_day_stays_within_one():
+    """Regression: the demo showed load_factor 32 when peak used a partial quarter's kWh x 4."""
+    p, _ = _today(2400)
+    assert p.fields["peak_kw"] == pytest.approx(18.0)  # 0.01 kWh every 2 s
+    assert 0 < p.fields["load_factor"] <= 1.0 + 1e-9
+
+
+def test_a_few_seconds_of_data_give_energy_but_no_demand_figure():
+    p, expected = _today(20)
+    assert p.fields["consumption_kwh"] == pytest.approx(expected)
+    assert "peak_kw" not in p.fields and "load_factor" not in p.fields
