@@ -15,6 +15,11 @@ incrementally, one period at a time.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from analytics.alerts import AlertRules
+
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol, Sequence
 

@@ -45,7 +45,7 @@ def create(org: str = typer.Option(..., help="org path, e.g. 330000/330100/33010
         k, token = ks.create(org, role, name)
     except KeyError_ as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     finally:
         ks.close()
     typer.echo(f"id {k.id}  org {k.org}  role {k.role.value}")
@@ -75,7 +75,7 @@ def revoke(key_id: str = typer.Argument(..., help="the key's id (the part after 
         k = ks.revoke(key_id)
     except KeyError_ as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     finally:
         ks.close()
     typer.echo(f"revoked {k.id} ({k.org}, {k.role.value})")

@@ -149,7 +149,9 @@ class SimMeter:
                 v = 230.0 * (1.0 + 0.01 * (i - 1) * (1 if s % 2 else -1)) + 1.5 * smooth_noise(s + 20 + i, ts, 20.0)
                 pi = p * w * (1.0 + 0.02 * smooth_noise(s + 30 + i, ts, 45.0)) if w else 0.0
                 pfi = min(0.999, pf_base + 0.01 * smooth_noise(s + 40 + i, ts, 90.0))
-                vs.append(v); ps.append(pi); pfs.append(pfi)
+                vs.append(v)
+                ps.append(pi)
+                pfs.append(pfi)
                 k = i + 1
                 out[f"voltage_l{k}_v"] = v
                 out[f"active_power_l{k}_kw"] = pi
