@@ -128,3 +128,62 @@ def energy_cmd(
         typer.echo(f"{len(lines)} points -> {out}", err=True)
     else:
         typer.echo(text, nl=False)
+
+
+@app.command("baseline")
+def baseline_cmd(
+    baseline: str = typer.Option(..., "--baseline", help="baseline period FIRST:LAST (12 months, local dates)"),
+    reporting: str = typer.Option(..., "--reporting", help="reporting period FIRST:LAST"),
+    site_file: Path = typer.Option(Path("site.yaml"), "--site", "--config", "-c", help="site file"),
+    weather: Optional[Path] = typer.Option(None, "--weather", help="hourly temperature CSV; default analytics.weather_csv"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the Points here (line protocol); default stdout"),
+) -> None:
+    """Fit CalTRACK daily baselines per meter, report savings (ASHRAE G14 checks) and anomalous days."""
+    import asyncio
+
+    from analytics.baseline import parse_temperature_csv
+    from analytics.baseline_jobs import baseline_points, parse_range
+    from analytics.energy_jobs import compute_baselines, meters_from_site, prefetch_counters
+    from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar
+    from edge.config import load_site
+    from edge.errors import ConfigError
+
+    try:
+        site = load_site(site_file)
+        b, r = parse_range(baseline, "--baseline"), parse_range(reporting, "--reporting")
+    except (ConfigError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    wpath = weather or (Path(site.analytics.weather_csv) if site.analytics.weather_csv else None)
+    if wpath is None:
+        typer.echo("error: no weather: pass --weather or set analytics.weather_csv in the site file", err=True)
+        raise typer.Exit(2)
+    try:
+        temp_t, temp_c = parse_temperature_csv(wpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        typer.echo(f"error: {wpath}: {e}", err=True)
+        raise typer.Exit(2) from None
+    meters = meters_from_site(site)
+    cal = LocalCalendar()
+
+    async def fetch():
+        query = QUERY_FACTORY(site)
+        try:
+            start = cal.midnight_ns(min(b[0], r[0])) - QUARTER_NS
+            end = cal.midnight_ns(max(b[1], r[1])) + NS_PER_DAY + QUARTER_NS + 1
+            return await prefetch_counters(query, meters, start, end)
+        finally:
+            await query.aclose()
+
+    src = asyncio.run(fetch())
+    report = compute_baselines(src, meters, b, r, temp_t, temp_c, cal)
+    for mid, model in report.models.items():
+        s = report.savings.get(mid)
+        verdict = "meets G14" if model.g14_ok else "MISSES G14"
+        typer.echo(f"{mid}: {model.model_type}, R2 {model.r2:.2f}, CV(RMSE) {model.cvrmse:.1%}, NMBE {model.nmbe:+.1%}, "
+                   f"{verdict}" + (f"; savings {s.savings:.1f} ({s.fraction:+.1%}, FSU {s.fsu:.0%})" if s else ""), err=True)
+    lines = to_lines(baseline_points(report, meters, cal.midnight_ns(r[0])))
+    if out:
+        out.write_text(lines + "\n", encoding="utf-8")
+    else:
+        typer.echo(lines)
