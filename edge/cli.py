@@ -127,6 +127,8 @@ def _mount() -> None:
     use_query_factory(lambda site: build_query(site.store))
     analytics.command("energy")(energy_cmd)
     analytics.command("baseline")(baseline_cmd)
+    from simulators.bench_cli import app as bench_app
+    app.add_typer(bench_app, name="bench", help="Test bench: scenarios with chaos, accounting, scale-out and soak.")
     from analytics.cli_fleet import fleet as fleet_cmd
     analytics.command("fleet")(fleet_cmd)
 

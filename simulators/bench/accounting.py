@@ -13,10 +13,11 @@ Classes of difference, per source:
 * ``lost``: sent, not stored. Explained when the edge refused it on purpose (a dead-letter row
   with the reason: validation), when it was read in the last moments before a ``kill -9`` (not yet
   handed to the outbox, which the design does not promise to keep), or when the outbox counted it
-  as dropped (full quota; the count is global, so it explains up to that many). "The last moments"
-  is a poll still running at the kill (a poll's point is built when its last request is answered;
-  lock waits behind timed-out meters on a shared gateway can stretch a poll over seconds) or one
-  that finished less than ``kill_window_ns`` before it. The rest is
+  as dropped (full quota; the count is global, so it explains up to that many of the losses sent
+  during a store outage, and none outside one). "The last moments" is the meter's last poll begun
+  before the kill when it was unfinished (a poll's point is built after its last request; lock
+  waits behind timed-out meters on a shared gateway can stretch a poll over many seconds) or had
+  finished less than an interval plus ``kill_window_ns`` before it. The rest is
   ``unexplained``: the figure that must be 0.
 * ``duplicated``: a reading stored twice (two points for one poll, or two rows for one identity).
 * ``late``: stored only during the drain after the sources stopped (buffered through an outage).
@@ -34,6 +35,7 @@ from typing import Iterable, Mapping, Sequence
 class Poll:
     first_ns: int
     last_ns: int
+    reads: int = 1
 
 
 @dataclass
@@ -47,6 +49,7 @@ class SourceAccount:
     unexpected: int = 0
     explained: dict[str, int] = field(default_factory=dict)
     unexplained: int = 0
+    in_outage: int = 0  # of the unexplained: sent during a store outage (what a full outbox drops)
     examples: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -77,36 +80,48 @@ def group_polls(served: Sequence[tuple[int, int, int]], interval_s: float) -> li
 
     A poll reads its requests in ascending (function, address) order, each at most once (the
     collector's plan order), so a read at or below the previous one in that order starts a new
-    poll; so does a silence longer than the interval. Lock waits behind other meters on a shared
-    gateway may spread one poll over more than an interval: order, not time, tells polls apart.
+    poll. Lock waits behind timed-out meters on a shared gateway can spread one poll over several
+    intervals, so order, not time, tells polls apart; only a silence of ten intervals also does.
     """
-    gap = int(interval_s * 1e9)
+    gap = int(10 * interval_s * 1e9)
     polls: list[Poll] = []
     first = last = None
+    n = 0
     prev_key: tuple[int, int] | None = None
     for t, fc, addr in sorted(served):
         key = (fc, addr)
         if first is None:
             first = last = t
+            n = 1
         elif t - last > gap or (prev_key is not None and key <= prev_key):
-            polls.append(Poll(first, last))
+            polls.append(Poll(first, last, n))
             first = last = t
+            n = 1
         else:
             last = t
+            n += 1
         prev_key = key
     if first is not None:
-        polls.append(Poll(first, last))
+        polls.append(Poll(first, last, n))
     return polls
 
 
-def in_flight_at_kill(p: Poll, kills_ns: Sequence[int], window_ns: int) -> bool:
-    """A poll still running at a kill -9 (its point not built yet) or finished less than ``window_ns`` before it."""
-    return any(p.first_ns <= k and p.last_ns >= k - window_ns for k in kills_ns)
+def in_flight_at_kill(p: Poll, next_first_ns: int | None, kills_ns: Sequence[int], window_ns: int,
+                      interval_ns: int, planned_reads: int) -> bool:
+    """The meter's last poll begun before a kill -9, and either unfinished (fewer answered reads than
+    the meter's plan: the rest were still waiting for the gateway's lock) or finished less than an
+    interval plus ``window_ns`` before the kill (its point may not have reached the outbox)."""
+    for k in kills_ns:
+        if p.first_ns <= k and (next_first_ns is None or next_first_ns > k):
+            if p.reads < planned_reads or k - p.last_ns <= interval_ns + window_ns:
+                return True
+    return False
 
 
 def reconcile_meters(polls: Mapping[str, Sequence[Poll]], stored: Mapping[str, Sequence[int]],
                      snapshot: Mapping[str, Sequence[int]], kills_ns: Sequence[int] = (),
-                     tolerance_ns: int = 2_000_000_000, kill_window_ns: int = 3_000_000_000) -> SourceAccount:
+                     tolerance_ns: int = 2_000_000_000, kill_window_ns: int = 3_000_000_000,
+                     outages_ns: Sequence[tuple[int, int]] = (), interval_s: Mapping[str, float] | float = 15.0) -> SourceAccount:
     """``polls``: meter -> expected readings; ``stored``/``snapshot``: meter -> stored times (final / at source stop)."""
     acc = SourceAccount("meters")
     explained = {"in_flight_at_kill": 0}
@@ -136,14 +151,18 @@ def reconcile_meters(polls: Mapping[str, Sequence[Poll]], stored: Mapping[str, S
                 continue
             matched[hit] += 1
         acc.duplicated += sum(m - 1 for m in matched if m > 1)
-        for p, m in zip(ps, matched, strict=True):
+        planned = max((p.reads for p in ps), default=0)
+        iv = interval_s if isinstance(interval_s, (int, float)) else interval_s.get(meter, 15.0)
+        for j, (p, m) in enumerate(zip(ps, matched, strict=True)):
             if m:
                 continue
             acc.lost += 1
-            if in_flight_at_kill(p, kills_ns, kill_window_ns):
+            nxt = ps[j + 1].first_ns if j + 1 < len(ps) else None
+            if in_flight_at_kill(p, nxt, kills_ns, kill_window_ns, int(iv * 1e9), planned):
                 explained["in_flight_at_kill"] += 1
             else:
                 acc.unexplained += 1
+                acc.in_outage += any(a <= p.first_ns <= b for a, b in outages_ns)
                 if len(acc.examples) < 5:
                     acc.examples.append(f"lost {meter} poll at {p.first_ns}")
     acc.explained = explained
@@ -151,7 +170,8 @@ def reconcile_meters(polls: Mapping[str, Sequence[Poll]], stored: Mapping[str, S
 
 
 def reconcile_positions(sent: Mapping[str, Iterable[int]], stored: Mapping[str, Sequence[int]],
-                        snapshot: Mapping[str, Sequence[int]], rejected: Iterable[tuple[str, int]] = ()) -> SourceAccount:
+                        snapshot: Mapping[str, Sequence[int]], rejected: Iterable[tuple[str, int]] = (),
+                        outages_ns: Sequence[tuple[int, int]] = ()) -> SourceAccount:
     """``sent``: vehicle -> acknowledged times; ``rejected``: (vehicle, time) the edge dead-lettered on purpose."""
     acc = SourceAccount("positions")
     rej = set(rejected)
@@ -172,6 +192,7 @@ def reconcile_positions(sent: Mapping[str, Iterable[int]], stored: Mapping[str, 
                 explained["rejected_by_validation"] += 1
             else:
                 acc.unexplained += 1
+                acc.in_outage += any(a <= t <= b for a, b in outages_ns)
                 if len(acc.examples) < 5:
                     acc.examples.append(f"lost {vid} t={t}")
     acc.explained = explained
@@ -179,7 +200,9 @@ def reconcile_positions(sent: Mapping[str, Iterable[int]], stored: Mapping[str, 
 
 
 def reconcile(meters: SourceAccount, positions: SourceAccount, outbox_dropped: int) -> Reconciliation:
-    """Combine both sources; the outbox's dropped count (its bounded-quota policy) explains up to that many."""
+    """Combine both sources. The outbox's dropped count (its bounded-quota policy) explains up to that
+    many of the losses sent during a store outage (a full outbox drops its oldest points, and it only
+    fills while the store is away); a loss outside an outage is never explained by drops."""
     raw = meters.unexplained + positions.unexplained
-    by_drop = min(raw, outbox_dropped)
+    by_drop = min(meters.in_outage + positions.in_outage, outbox_dropped)
     return Reconciliation(meters, positions, outbox_dropped, by_drop, raw - by_drop)

@@ -58,7 +58,7 @@ class Influx:
     """influxd 1.x with its data under ``workdir``; ``stop``/``start`` is an outage on the same ports."""
 
     def __init__(self, workdir: Path) -> None:
-        self.dir = Path(workdir)
+        self.dir = Path(workdir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.http_port, self.rpc_port = free_port(), free_port()
         self.proc: subprocess.Popen | None = None
@@ -124,7 +124,7 @@ class Mosquitto:
     """Mosquitto with persistence and unbounded offline queues (a fleet's backlog survives an edge restart)."""
 
     def __init__(self, workdir: Path) -> None:
-        self.dir = Path(workdir)
+        self.dir = Path(workdir).resolve()
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 PROVINCE, CITY, COUNTY = "330000", "330000/330100", "330000/330100/330106"
 DB = "bench"
 KILL_WINDOW_NS = 3_000_000_000  # readings taken this long before a kill -9 may not have reached the outbox
+OUTAGE_LEAD_NS = 10_000_000_000  # points this old at an outage's start may still wait in the outbox
 
 
 @dataclass
@@ -112,7 +113,7 @@ def build_site(layout: Layout, ports: dict[tuple[int, int], int], *, name: str, 
 
 
 def write_site(site: Site, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(site.model_dump(mode="json"), allow_unicode=True, sort_keys=False))
+    path.write_text(yaml.safe_dump(site.model_dump(mode="json", exclude_defaults=True), allow_unicode=True, sort_keys=False))
     return path
 
 
@@ -257,7 +258,7 @@ class Bench:
     def __init__(self, scn: Scenario, workdir: Path, *, store: str = "influxdb", chaos: bool = True,
                  edges: int = 1, shared_group: str | None = None, announce: Callable[[str], None] = lambda s: None) -> None:
         self.scn, self.store_kind, self.chaos_on = scn, store, chaos
-        self.dir = Path(workdir)
+        self.dir = Path(workdir).resolve()
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self.n_edges, self.shared_group = edges, shared_group
@@ -271,6 +272,7 @@ class Bench:
         self.samples: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.store_cfg: Store | None = None
+        self.outages: list[list[int]] = []  # [stop_ns, start_ns] of each store outage
         self._ports: dict[tuple[int, int], int] = {}
 
     def __enter__(self) -> "Bench":
@@ -356,6 +358,14 @@ class Bench:
                                      self.dir / "fleet.out", "fleet").start()
         wait_file(self.dir / "fleet.ready", self.fleet_proc)
 
+    def store_down(self) -> None:
+        self.outages.append([time.time_ns(), 0])
+        self.influx.stop()
+
+    def store_up(self) -> None:
+        self.influx.start()
+        self.outages[-1][1] = time.time_ns()
+
     # -- observe ------------------------------------------------------------------------------
     def sample(self, t_s: float) -> dict[str, Any]:
         row: dict[str, Any] = {"t_s": round(t_s, 2), "cpu_s": 0.0, "rss_mb": 0.0, "depth": 0, "committed": 0}
@@ -388,8 +398,8 @@ def _actions(bench: Bench) -> list[tuple[float, str, Callable[[], None]]]:
         elif ev.kind is ChaosKind.mosquitto_restart and bench.mosquitto is not None:
             acts.append((ev.at_s, "mosquitto restart", bench.mosquitto.restart))
         elif ev.kind is ChaosKind.store_outage and bench.influx is not None:
-            acts.append((ev.at_s, "influxdb stop", bench.influx.stop))
-            acts.append((ev.at_s + ev.duration_s, "influxdb start", bench.influx.start))
+            acts.append((ev.at_s, "influxdb stop", bench.store_down))
+            acts.append((ev.at_s + ev.duration_s, "influxdb start", bench.store_up))
         elif ev.kind in (ChaosKind.meter_timeouts, ChaosKind.counter_reset):
             acts.append((ev.at_s, f"meters: {ev.kind.value} ({ev.fraction:.0%} of meters)", lambda: None))
     return sorted(acts, key=lambda a: a[0])
@@ -512,10 +522,14 @@ def _report(bench: Bench, duration: float, drain_s: float, drained: bool, snap_m
     served = read_served(bench)
     polls = {mid: accounting.group_polls(ts, interval[mid]) for mid, ts in served.items()}
     kills = [k for e in bench.edges for k in e.kills]
-    macc = accounting.reconcile_meters(polls, final_meters, snap_meters, kills, kill_window_ns=KILL_WINDOW_NS)
+    # what a full outbox drops is the oldest undelivered points: those read during the outage, plus
+    # the last moments before it (committed but not yet delivered when the store went away)
+    outages = [(a - OUTAGE_LEAD_NS, b or time.time_ns()) for a, b in bench.outages]
+    macc = accounting.reconcile_meters(polls, final_meters, snap_meters, kills, kill_window_ns=KILL_WINDOW_NS,
+                                       outages_ns=outages, interval_s=interval)
     letters = [d for e in bench.edges for d in dead_letters(e.outbox_path)]
     sent = read_sent_positions(bench)
-    pacc = accounting.reconcile_positions(sent, final_pos, snap_pos, rejected_positions(letters))
+    pacc = accounting.reconcile_positions(sent, final_pos, snap_pos, rejected_positions(letters), outages_ns=outages)
     ob = [outbox_state(e.outbox_path) for e in bench.edges]
     dropped = sum(o.get("dropped", 0) for o in ob)
     rec = accounting.reconcile(macc, pacc, dropped)
@@ -538,7 +552,7 @@ def _report(bench: Bench, duration: float, drain_s: float, drained: bool, snap_m
     return {
         "scenario": scn.name, "meters": scn.meter_count, "vehicles": scn.vehicle_count, "duration_s": duration,
         "store": bench.store_kind, "chaos": bench.chaos_on, "drained": drained, "drain_s": round(drain_s, 1),
-        "events": bench.events,
+        "events": bench.events, "kills_ns": kills, "outages_ns": bench.outages,
         "accounting": rec.as_dict(),
         "fleet": {k: v for k, v in fleet.items() if k != "malformed_payloads"},
         "meter_faults": {k: sum(1 for f in faults if f["kind"] == k) for k in ("meter_timeouts", "counter_reset")},

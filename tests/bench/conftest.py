@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -10,8 +11,7 @@ from simulators.bench.scenario import Chaos, ChaosEvent, ChaosKind, MeterGroup, 
 
 
 def _have(binary: str) -> bool:
-    return shutil.which(binary) is not None or any(
-        __import__("pathlib").Path(d, binary).exists() for d in ("/usr/sbin", "/usr/bin"))
+    return shutil.which(binary) is not None or any(Path(d, binary).exists() for d in ("/usr/sbin", "/usr/bin"))
 
 
 @pytest.fixture

@@ -8,7 +8,13 @@ S = 1_000_000_000
 def test_a_poll_spread_by_lock_waits_is_still_one_poll():
     # three requests of one poll, 9 s apart (timeouts of other meters on the gateway), interval 15 s
     reads = [(100 * S, 3, 6), (109 * S, 3, 4126), (118 * S, 3, 8192), (130 * S, 3, 6), (130 * S + 5, 3, 4126)]
-    assert group_polls(reads, 15) == [Poll(100 * S, 118 * S), Poll(130 * S, 130 * S + 5)]
+    assert group_polls(reads, 15) == [Poll(100 * S, 118 * S, 3), Poll(130 * S, 130 * S + 5, 2)]
+
+
+def test_a_poll_stretched_over_two_intervals_is_one_poll():
+    # county regression: 5 timed-out meters on one gateway held the lock for 30 s
+    reads = [(255 * S, 3, 6), (270 * S + 110, 3, 4126), (285 * S + 150, 3, 8192)]
+    assert group_polls(reads, 15) == [Poll(255 * S, 285 * S + 150, 3)]
 
 
 def test_a_timed_out_first_request_does_not_merge_polls():
@@ -28,6 +34,15 @@ def test_a_poll_running_at_kill_is_explained():
     assert acc.lost == 1 and acc.unexplained == 0 and acc.explained["in_flight_at_kill"] == 1
 
 
+def test_an_unfinished_poll_waiting_for_the_lock_at_kill_is_explained_an_old_finished_one_is_not():
+    # m-1: a full poll (3 reads) stored, then a poll with 1 read at 130 s still waiting for the lock at the kill (156 s)
+    # m-2: a full poll at 100 s never stored and a full poll at 115 s stored: a real loss, whatever the kill
+    polls = {"m-1": [Poll(100 * S, 101 * S, 3), Poll(130 * S, 130 * S, 1)],
+             "m-2": [Poll(100 * S, 101 * S, 3), Poll(115 * S, 116 * S, 3)]}
+    acc = reconcile_meters(polls, {"m-1": [100 * S], "m-2": [115 * S]}, {}, kills_ns=[156 * S], interval_s=15)
+    assert acc.explained["in_flight_at_kill"] == 1 and acc.unexplained == 1
+
+
 def test_duplicates_late_and_phantoms_are_counted():
     polls = {"m-1": [Poll(100 * S, 100 * S + 50)]}
     acc = reconcile_meters(polls, {"m-1": [100 * S - 5, 100 * S - 5, 300 * S]}, {"m-1": []})
@@ -37,8 +52,16 @@ def test_duplicates_late_and_phantoms_are_counted():
 def test_positions_rejected_by_validation_are_explained_and_drops_cover_the_rest():
     sent = {"v-1": {1 * S, 2 * S, 3 * S}, "v-2": {1 * S}}
     stored = {"v-1": [1 * S], "v-2": [1 * S]}
-    acc = reconcile_positions(sent, stored, stored, rejected=[("v-1", 2 * S)])
+    acc = reconcile_positions(sent, stored, stored, rejected=[("v-1", 2 * S)], outages_ns=[(2 * S, 4 * S)])
     assert acc.lost == 2 and acc.explained["rejected_by_validation"] == 1 and acc.unexplained == 1
     m = reconcile_meters({}, {}, {})
     assert reconcile(m, acc, outbox_dropped=0).unexplained == 1
     assert reconcile(m, acc, outbox_dropped=5).unexplained == 0
+
+
+def test_outbox_drops_never_explain_a_loss_outside_a_store_outage():
+    sent = {"v-1": {1 * S, 2 * S, 10 * S}}
+    acc = reconcile_positions(sent, {"v-1": [1 * S]}, {}, outages_ns=[(2 * S, 4 * S)])
+    assert acc.unexplained == 2 and acc.in_outage == 1
+    rec = reconcile(reconcile_meters({}, {}, {}), acc, outbox_dropped=100)
+    assert rec.explained_by_outbox_drop == 1 and rec.unexplained == 1

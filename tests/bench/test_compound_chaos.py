@@ -13,11 +13,12 @@ def test_short_compound_with_chaos_loses_nothing_unexplained(short_compound, tmp
     acc = report["accounting"]
     events = [e["event"] for e in report["events"]]
     assert {"edge kill -9", "edge restart", "influxdb stop", "influxdb start", "mosquitto restart"} <= set(events)
-    assert report["drained"], report["events"]
-    assert acc["unexplained"] == 0, acc
+    summary = {k: v for k, v in report.items() if k != "samples"}
+    assert report["drained"], summary
+    assert acc["unexplained"] == 0, summary
     assert acc["verdict"] == "zero unexplained loss"
     # the run really moved data through every fault
     assert acc["meters"]["stored"] > 20 and acc["positions"]["stored"] > 100
-    assert acc["positions"]["late"] > 0          # buffered through the store outage
+    assert max(s["depth"] for s in report["samples"]) > 0  # points buffered in the outbox through the outage
     assert report["dead_letters"]["payloads"] > 0  # the malformed payloads were dead-lettered, not stored
     assert report["edge"]["kills"] == 1
