@@ -51,7 +51,8 @@ def factors_for(site: Site) -> FactorSet:
     return f
 
 
-RAW_READINGS_MAX = 2_000_000  # above this many expected readings, read 15-min windows instead
+RAW_READINGS_MAX = 200_000  # above this many expected readings, read 15-min windows instead: a pass's
+# working set must not grow with the day (the soak showed RSS climbing with every pass)
 
 
 async def fetch_raw(query, meters: Sequence[MeterInfo], start_ns: int, end_ns: int) -> ArraySource:
@@ -81,6 +82,7 @@ class IndicatorJob:
     last_closed: dt.date | None = None
     late_days: set[dt.date] = field(default_factory=set)
     cal: LocalCalendar = field(default_factory=LocalCalendar)
+    _fleet_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.interval_s is None:
@@ -119,7 +121,10 @@ class IndicatorJob:
         closed = self.cal.date_of(int(self.cal.local_day_index(now - int(self.site.analytics.settle_s * NS))) - 1)
         points: list[Point] = []
         points += await self.energy(today, today, (Period.day,))
-        points += await self.fleet(today, today, now)
+        fleet_every_ns = int(self.site.analytics.fleet_interval_s * NS)
+        if self._fleet_at is None or now - self._fleet_at >= fleet_every_ns:
+            points += await self.fleet(today, today, now)  # reads all of today's fixes: on its own cadence
+            self._fleet_at = now
         redo = set(self.late_days)
         self.late_days.clear()
         if self.last_closed != closed:

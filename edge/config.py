@@ -282,7 +282,8 @@ class Analytics(Frozen):
     grid_kgco2_per_kwh: float = 0.5617
     holidays_extra: tuple[str, ...] = Field(default=(), description="ISO dates of holidays the calendar lacks")
     workdays_extra: tuple[str, ...] = Field(default=(), description="ISO dates of 调休 working weekends the calendar lacks")
-    interval_s: float = Field(default=60.0, gt=0, description="how often today's indicators are recomputed")
+    interval_s: float = Field(default=60.0, gt=0, description="how often today's energy indicators are recomputed")
+    fleet_interval_s: float = Field(default=300.0, gt=0, description="how often today's trips and fleet indicators are recomputed")
     settle_s: float = Field(default=900.0, ge=0, description="a day is closed this long after local midnight")
     gas_kgce_per_m3: float | None = Field(default=None, gt=0, description="natural gas factor; default 1.2143 (unconfirmed)")
     weather_csv: str | None = Field(default=None, description="hourly outdoor temperature CSV (time, temp_c) for baselines")

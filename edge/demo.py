@@ -42,7 +42,7 @@ def demo_site(meter_ports: dict[str, int], broker_port: int, api_port: int, data
         store=Store(kind=StoreKind.embedded, path=str(data_dir / "store.sqlite"), flush_interval_ms=500),
         outbox=Outbox(path=str(data_dir / "outbox.sqlite")),
         api=Api(port=api_port),
-        analytics=Analytics(interval_s=5.0),
+        analytics=Analytics(interval_s=5.0, fleet_interval_s=10.0),
     )
 
 
