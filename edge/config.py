@@ -235,6 +235,7 @@ class Store(Frozen):
     batch_points: int = Field(default=5000, gt=0)
     flush_interval_ms: int = Field(default=1000, gt=0)
     timeout_ms: int = Field(default=10_000, gt=0)
+    retry_cap_s: float = Field(default=10.0, gt=0, description="longest wait between retries while the store is down")
 
     @model_validator(mode="after")
     def _where(self) -> "Store":

@@ -128,7 +128,7 @@ class Deliverer:
 
     def __init__(self, outbox: Outbox, sink: Sink, metrics: Metrics | None = None, clock: Clock = SYSTEM_CLOCK, *,
                  batch_points: int = 5000, flush_interval_s: float = 1.0, backoff_base_s: float = 0.5,
-                 backoff_cap_s: float = 30.0, blocked_retry_s: float = 60.0, rng: random.Random | None = None,
+                 backoff_cap_s: float = 10.0, blocked_retry_s: float = 60.0, rng: random.Random | None = None,
                  flush_interval_ms: int | None = None) -> None:
         self.outbox, self.sink, self.metrics, self.clock = outbox, sink, metrics, clock
         self.batch_points = batch_points
@@ -153,7 +153,7 @@ class Deliverer:
     def from_config(cls, outbox: Outbox, sink: Sink, store_cfg: Store, metrics: Metrics | None = None,
                     clock: Clock = SYSTEM_CLOCK) -> "Deliverer":
         return cls(outbox, sink, metrics, clock, batch_points=store_cfg.batch_points,
-                   flush_interval_s=store_cfg.flush_interval_ms / 1000)
+                   flush_interval_s=store_cfg.flush_interval_ms / 1000, backoff_cap_s=store_cfg.retry_cap_s)
 
     def _events(self) -> None:
         if self._stop is None:
