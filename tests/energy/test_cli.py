@@ -31,7 +31,7 @@ def test_energy_verb_prints_indicator_points(tmp_path):
     for k in range(96 + 3):
         lines.append(f"m1,{t0 + k * 900 * 10**9},{100 + k * 0.25}")   # 1 kW
     (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
-    res = CliRunner().invoke(app, ["--from", "2025-10-01", "--to", "2025-10-01", "--site", str(tmp_path / "site.yaml"),
+    res = CliRunner().invoke(app, ["energy", "--from", "2025-10-01", "--to", "2025-10-01", "--site", str(tmp_path / "site.yaml"),
                                    "--readings", str(tmp_path / "r.csv")])
     assert res.exit_code == 0, res.output
     pts = parse_lines(res.stdout)
@@ -43,7 +43,7 @@ def test_energy_verb_prints_indicator_points(tmp_path):
 
 def test_energy_verb_without_source_says_so(tmp_path):
     (tmp_path / "site.yaml").write_text(SITE)
-    res = CliRunner().invoke(app, ["--from", "2025-10-01", "--to", "2025-10-01", "--site", str(tmp_path / "site.yaml")])
+    res = CliRunner().invoke(app, ["energy", "--from", "2025-10-01", "--to", "2025-10-01", "--site", str(tmp_path / "site.yaml")])
     assert res.exit_code == 2
 
 
@@ -72,7 +72,7 @@ def test_energy_verb_through_a_wired_query_layer(tmp_path):
 
     cli.use_query_factory(factory)
     try:
-        res = CliRunner().invoke(app, ["--from", "2025-10-01", "--to", "2025-10-01", "--site", str(tmp_path / "site.yaml")])
+        res = CliRunner().invoke(app, ["energy", "--from", "2025-10-01", "--to", "2025-10-01", "--site", str(tmp_path / "site.yaml")])
     finally:
         cli.use_query_factory(None)
         for st in opened:
@@ -88,7 +88,7 @@ def test_building_and_org_totals_per_m2_and_person(tmp_path):
     t0 = cal.midnight_ns(dt.date(2025, 10, 1)) - 900 * 10**9
     lines = ["meter,time_ns,value"] + [f"m1,{t0 + k * 900 * 10**9},{100 + k * 0.25}" for k in range(99)]
     (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
-    res = CliRunner().invoke(app, ["--from", "2025-10-01", "--to", "2025-10-01", "--site", str(tmp_path / "site.yaml"),
+    res = CliRunner().invoke(app, ["energy", "--from", "2025-10-01", "--to", "2025-10-01", "--site", str(tmp_path / "site.yaml"),
                                    "--readings", str(tmp_path / "r.csv")])
     assert res.exit_code == 0, res.output
     pts = parse_lines(res.stdout)
