@@ -272,3 +272,26 @@ def params_from_config(fleet_cfg) -> tuple[JobParams, "AlertRules"]:
     seg = getattr(fleet_cfg, "segmentation", None)
     method = {"method": Method(getattr(seg, "value", seg))} if seg is not None else {}
     return (JobParams(build(CleanParams), build(TripParams, method), build(FleetParams)), build(AlertRules))
+
+
+async def run_fleet_chunked(query, infos: Sequence[VehicleInfo], start_ns: int, end_ns: int, wt: WorkingTime,
+                            now_ns: int, period: str = "day", params: JobParams = JobParams(),
+                            chunk: int = 25) -> list[Point]:
+    """``run_fleet`` for one period, a few vehicles at a time: the positions in memory at once are
+    those of ``chunk`` vehicles, not the whole fleet's (the service runs this every few minutes over
+    all of today). Vehicles are independent; the org roll-up is done once over all of them."""
+    import asyncio
+    from analytics.fleet import org_indicators
+    m = int(params.margin_s * NS)
+    per_vehicle = []
+    trips: list[Point] = []
+    orgs = {v.id: v.org for v in infos}
+    for i in range(0, len(infos), chunk):
+        part = list(infos[i:i + chunk])
+        source = await load_positions(query, [v.id for v in part], start_ns - m, end_ns + m)
+        res, _ = await asyncio.to_thread(compute_fleet, source, part, start_ns, end_ns, wt, now_ns, period, params)
+        per_vehicle.extend(res.vehicles)
+        if res.trips is not None:
+            trips.extend(trip_points(res.trips, orgs, wt))
+        del source, res
+    return fleet_indicator_points(per_vehicle, org_indicators(per_vehicle), period, start_ns) + trips

@@ -171,15 +171,14 @@ class IndicatorJob:
         if not self.site.vehicles:
             return []
         from analytics.fleet import WorkingTime, vehicle_infos
-        from analytics.fleet_jobs import params_from_config, run_fleet
+        from analytics.fleet_jobs import params_from_config, run_fleet_chunked
         from analytics.geo import fences_from_config
         infos = vehicle_infos(self.site.vehicles, fences_from_config(self.site.geofences))
         wt = WorkingTime.from_workcal(self.workcal)
         params, _ = params_from_config(self.site.fleet)
         start = self.cal.midnight_ns(first)
         end = min(self.cal.midnight_ns(last) + NS_PER_DAY, now + 1)
-        points, _report = await run_fleet(self.query, infos, start, end, wt, now, "day", params)
-        return points
+        return await run_fleet_chunked(self.query, infos, start, end, wt, now, "day", params)
 
 
 def _month_end(first: dt.date) -> dt.date:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from typer.testing import CliRunner
 
 from analytics.cli_fleet import app
@@ -124,6 +126,35 @@ async def test_run_fleet_reads_through_the_query_layer(builder, at, cn_working, 
     assert [p.fields["method"] for p in trips] == ["acc", "acc", "distance"]
     org = next(p for p in out if p.tags.get("scope") == "org" and p.tags["id"] == ORG)
     assert org.fields["vehicles_dispatched"] == 2 and abs(org.fields["dispatch_rate"] - 2 / 3) < 1e-9
+
+
+async def test_chunked_fleet_pass_gives_the_same_points_as_one_pass(builder, at, cn_working, tmp_path):
+    """The service computes today a few vehicles at a time (bounded memory); nothing may change."""
+    from analytics.fleet_jobs import run_fleet, run_fleet_chunked
+    from analytics.tracks import Tracks
+    from edge.point import to_line
+    from edge.query import StoreQuery
+    from edge.store import EmbeddedStore
+    parts = [builder(f"2025-10-11 0{8 + i % 2}:00", lat=30.27 + 0.01 * i).park(600).drive(1200 + 300 * i, 35)
+             .park(900).drive(900, 30).park(600).tracks(f"veh-{i}", acc=(i % 2 == 0)) for i in range(7)]
+    store = EmbeddedStore(tmp_path / "store.sqlite")
+    try:
+        store.write_points(position_points(Tracks.concat(parts)))
+        orgs = [ORG, "330000/330100/330106/inst-9"]
+        infos = [VehicleInfo(f"veh-{i}", orgs[i % 2]) for i in range(7)] + [VehicleInfo("idle", ORG)]
+        args = (StoreQuery(store), infos, at("2025-10-11 00:00"), at("2025-10-12 00:00"), cn_working)
+        whole, _ = await run_fleet(*args, now_ns=at("2025-10-12 00:00"))
+        chunked = await run_fleet_chunked(*args, now_ns=at("2025-10-12 00:00"), chunk=3)
+    finally:
+        store.close()
+    key = lambda p: (p.measurement, sorted(p.tags.items()), p.time_ns)  # noqa: E731
+    a, b = sorted(chunked, key=key), sorted(whole, key=key)
+    assert [key(p) for p in a] == [key(p) for p in b]
+    for p, q in zip(a, b):  # same values; floats up to summation order
+        assert p.fields.keys() == q.fields.keys()
+        for k, v in p.fields.items():
+            assert v == (pytest.approx(q.fields[k], rel=1e-9) if isinstance(v, float) else q.fields[k]), (k, to_line(p))
+    assert sum(p.measurement == "trip" for p in chunked) >= 14
 
 
 def test_cli_fleet_reads_the_sites_store(builder, at, tmp_path):
