@@ -128,6 +128,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def bad_cursor(e: BadCursor) -> HTTPException:
         return HTTPException(400, str(e))
 
+    def paged(items, key, limit: int, cursor: str | None):
+        """Sort config objects by ``key`` and cut one page; a bad cursor is a 400."""
+        try:
+            return page_ids(sorted(items, key=key), key, limit, cursor)
+        except BadCursor as e:
+            raise bad_cursor(e) from None
+
     async def run(coro):
         try:
             return await coro
@@ -175,11 +182,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def list_orgs(p: Who, request: Request, limit: Limit = 100, cursor: Cursor = None,
                         org: OrgQ = None) -> Page[OrgOut]:
         scope = guard.org_filter(request, p, org)
-        items = sorted((o for o in site.orgs if scope is None or _within(o.path, scope)), key=lambda o: o.path)
-        try:
-            page, nxt = page_ids(items, lambda o: o.path, limit, cursor)
-        except BadCursor as e:
-            raise bad_cursor(e) from None
+        page, nxt = paged((o for o in site.orgs if scope is None or _within(o.path, scope)), lambda o: o.path, limit, cursor)
         return Page[OrgOut](items=[org_out(o, p) for o in page], next_cursor=nxt)
 
     @app.get("/v1/orgs/tree", response_model=OrgTree, tags=["orgs"], responses=READ)
@@ -216,11 +219,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def list_buildings(p: Who, request: Request, org: OrgQ = None, limit: Limit = 100,
                              cursor: Cursor = None) -> Page[BuildingOut]:
         scope = guard.org_filter(request, p, org)
-        items = sorted((b for b in site.buildings if scope is None or _within(b.org, scope)), key=lambda b: b.id)
-        try:
-            page, nxt = page_ids(items, lambda b: b.id, limit, cursor)
-        except BadCursor as e:
-            raise bad_cursor(e) from None
+        page, nxt = paged((b for b in site.buildings if scope is None or _within(b.org, scope)), lambda b: b.id, limit, cursor)
         return Page[BuildingOut](items=[building_out(b) for b in page], next_cursor=nxt)
 
     @app.get("/v1/buildings/{building_id}", response_model=BuildingOut, tags=["buildings"], responses=ONE)
@@ -240,13 +239,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         scope = guard.org_filter(request, p, org)
         if building is not None:
             building_or_404(request, p, building)
-        items = sorted((m for m in site.meters if (scope is None or _within(meter_org[m.id], scope))
-                        and (building is None or m.building == building)
-                        and (carrier is None or m.carrier.value == carrier)), key=lambda m: m.id)
-        try:
-            page, nxt = page_ids(items, lambda m: m.id, limit, cursor)
-        except BadCursor as e:
-            raise bad_cursor(e) from None
+        page, nxt = paged((m for m in site.meters if (scope is None or _within(meter_org[m.id], scope))
+                           and (building is None or m.building == building)
+                           and (carrier is None or m.carrier.value == carrier)), lambda m: m.id, limit, cursor)
         return Page[MeterOut](items=[meter_out(m) for m in page], next_cursor=nxt)
 
     async def latest_point(measurement: str, tag: str, ident: str) -> Point | None:
@@ -398,11 +393,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def list_vehicles(p: Who, request: Request, org: OrgQ = None, limit: Limit = 100,
                             cursor: Cursor = None) -> Page[VehicleOut]:
         scope = guard.org_filter(request, p, org)
-        items = sorted((v for v in site.vehicles if scope is None or _within(v.org, scope)), key=lambda v: v.id)
-        try:
-            page, nxt = page_ids(items, lambda v: v.id, limit, cursor)
-        except BadCursor as e:
-            raise bad_cursor(e) from None
+        page, nxt = paged((v for v in site.vehicles if scope is None or _within(v.org, scope)), lambda v: v.id, limit, cursor)
         return Page[VehicleOut](items=[vehicle_out(v) for v in page], next_cursor=nxt)
 
     @app.get("/v1/vehicles/{vehicle_id}", response_model=VehicleOut, tags=["vehicles"], responses=ONE)
