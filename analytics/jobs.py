@@ -128,9 +128,7 @@ class IndicatorJob:
         redo = set(self.late_days)
         self.late_days.clear()
         if self.last_closed != closed:
-            redo.add(closed)
-            if self.last_closed is None or (closed.year, closed.month) != (self.last_closed.year, self.last_closed.month):
-                redo.add(closed)  # the month turned (or first pass): the whole month is redone below
+            redo.add(closed)  # a newly closed day: it, its month so far and the year to date are redone below
         for month in sorted({(d.year, d.month) for d in redo}):
             first = dt.date(month[0], month[1], 1)
             last = min(closed, _month_end(first))

@@ -44,20 +44,6 @@ def compile_site(source: Site | str | os.PathLike, file: str | None = None) -> C
                 e.args = (f"{name}: {e.args[0]}",)
                 e.file = name
             raise
-        for meter_id, plan in _items(plans):
-            summaries[meter_id] = PlanSummary(_count_registers(plan), _count_requests(plan))
+        for plan in plans:
+            summaries[plan.meter.id] = PlanSummary(len(plan.registers), len(plan.requests))
     return CompiledSite(site=site, file=name, modbus=plans, modbus_plans=summaries)
-
-
-def _items(plans: Any):
-    if isinstance(plans, dict):
-        return plans.items()
-    return ((getattr(p, "meter_id", None) or p.meter.id, p) for p in plans)
-
-
-def _count_requests(plan: Any) -> int:
-    return len(plan.requests)
-
-
-def _count_registers(plan: Any) -> int:
-    return len(plan.registers)
