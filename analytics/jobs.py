@@ -12,10 +12,11 @@ arrives":
 
 Recomputing writes the same Point identities (measurement, tags, period start), so it overwrites.
 
-Counters are read raw while that is small (today's pass on a site of modest size: exact at any
-duration, even a demo's 20 seconds), else as 15-minute ``last`` windows (96 values per meter-day),
-each relabelled to its window's end: the delta between two consecutive labels is then the energy
-of the quarter that ends at the later one, as ``analytics.counters`` expects.
+Counters are read as 15-minute ``last`` windows (96 values per meter-day), each relabelled to its
+window's end: the delta between two consecutive labels is then the energy of the quarter that ends
+at the later one, as ``analytics.counters`` expects. Today's pass reads the quarter in progress raw
+(exact at any duration, even a demo's 20 seconds), so its working set does not grow with the day;
+a closed range is read raw while that is small, else as windows.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
 
 from analytics.energy_jobs import (ArraySource, EnergyReport, MeterInfo, buildings_from_site, compute_energy_range,
                                    merge_counter_series, meters_from_site)
@@ -34,6 +36,7 @@ from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
 from analytics.workcal import WorkCalendar
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Site
+from edge.memory import release_free_memory
 from edge.ingest import Ingest
 from edge.point import Point
 
@@ -62,13 +65,31 @@ async def fetch_raw(query, meters: Sequence[MeterInfo], start_ns: int, end_ns: i
 
 
 async def fetch_quarters(query, meters: Sequence[MeterInfo], start_ns: int, end_ns: int) -> ArraySource:
-    """Each meter's counter as the last reading of every 15-min window in [start_ns, end_ns), labelled at the window's end."""
+    """Each meter's counter as the first and the last reading of every 15-min window in [start_ns, end_ns):
+    the first labelled 1 ns after the window's start, the last at the window's end. Consecutive labels
+    then carry the same deltas, in the same quarters, as the raw readings would (only a reset inside a
+    window is seen as a drop between windows)."""
     from edge.query import Where  # the query layer is handed in; only its filter type is needed here
     fields = sorted({CARRIER_FIELD[m.carrier][0] for m in meters})
     wanted = {(m.id, CARRIER_FIELD[m.carrier][0]) for m in meters}
-    ids = tuple(sorted({m.id for m in meters}))
-    series = await query.windows("meter", fields, start_ns, end_ns, QUARTER_NS // NS, "last", Where(tags={"meter": ids}))
-    return merge_counter_series(series, wanted, shift_ns=QUARTER_NS)
+    where = Where(tags={"meter": tuple(sorted({m.id for m in meters}))})
+    firsts, lasts = await asyncio.gather(
+        query.windows("meter", fields, start_ns, end_ns, QUARTER_NS // NS, "first", where),
+        query.windows("meter", fields, start_ns, end_ns, QUARTER_NS // NS, "last", where))
+    return merge_sources(merge_counter_series(firsts, wanted, shift_ns=1), merge_counter_series(lasts, wanted, shift_ns=QUARTER_NS))
+
+
+def merge_sources(into: ArraySource, other: ArraySource) -> ArraySource:
+    """``other``'s readings added to ``into``'s, per counter, in time order; a repeated time keeps ``other``'s
+    (a raw reading at a quarter's end wins over the window label there, as raw reading it would)."""
+    for key, (t2, v2) in other.data.items():
+        t1, v1 = into.data.get(key, (np.empty(0, np.int64), np.empty(0)))
+        t, v = np.concatenate([t1, t2]), np.concatenate([v1, v2])
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        keep = np.r_[np.diff(t) > 0, True] if len(t) else np.zeros(0, bool)
+        into.data[key] = (t[keep], v[keep])
+    return into
 
 
 @dataclass
@@ -141,17 +162,27 @@ class IndicatorJob:
         if points:
             await self.ingest.submit(points)
         self.passes += 1
-        return len(points)
+        n = len(points)
+        del points
+        await asyncio.to_thread(release_free_memory)  # the pass's arrays are free: give their pages back
+        return n
 
     async def energy(self, first: dt.date, last: dt.date, periods: Sequence[Period]) -> list[Point]:
         if not self.meters or last < first:
             return []
         start = self.cal.midnight_ns(first) - QUARTER_NS
         end = self.cal.midnight_ns(last) + NS_PER_DAY + QUARTER_NS
-        if self._expected_readings(start, end) <= RAW_READINGS_MAX:
-            src = await fetch_raw(self.query, self.meters, start, end)
-        else:
+        now = self.clock.now_ns()
+        split = now - now % QUARTER_NS  # start of the quarter in progress
+        if self._expected_readings(start, end) > RAW_READINGS_MAX:
             src = await fetch_quarters(self.query, self.meters, start - QUARTER_NS, end)
+        elif start < split < end:
+            # today so far: the quarters already over as 15-min windows, the one in progress raw, so
+            # a pass's working set stays the same size all day (the soak showed RSS following the day)
+            src = await fetch_quarters(self.query, self.meters, start - QUARTER_NS, split)
+            merge_sources(src, await fetch_raw(self.query, self.meters, split, end))
+        else:
+            src = await fetch_raw(self.query, self.meters, start, end)
         if not src.data:
             return []
         report: EnergyReport = await asyncio.to_thread(
