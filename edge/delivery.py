@@ -200,7 +200,10 @@ class Deliverer:
                     if partial_since is None:
                         partial_since = now
                     if now - partial_since < self.flush_interval_s:
-                        await self._wait(wake, self.flush_interval_s - (now - partial_since))
+                        if pending_ack is not None:
+                            await pending_ack
+                            pending_ack = None
+                        await self._wait_partial(wake, partial_since + self.flush_interval_s)
                         continue
                 partial_since = None
                 nxt = asyncio.ensure_future(asyncio.to_thread(self.outbox.batch, self.batch_points, batch.last_id))
@@ -279,6 +282,19 @@ class Deliverer:
         finally:
             for w in waits:
                 w.cancel()
+
+    async def _wait_partial(self, wake: asyncio.Event, deadline: float) -> None:
+        """Wait out a partial batch's flush interval. Wake early only when a full batch is waiting
+        (the outbox's in-memory depth says so), a flush is wanted or delivery stops: re-reading the
+        partial batch on every commit would cost a SQLite read per commit under heavy ingest."""
+        assert self._stop is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._stop.is_set() or self._flush_wanted or self.outbox.depth() >= self.batch_points:
+                return
+            wake.clear()
+            await self._wait(wake, remaining)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep on the injected clock, cut short by ``stop()``."""
