@@ -6,7 +6,7 @@ Durations (full run, about 12 minutes; ``quick`` about 2 minutes):
   ``BENCH_COUNTY_S``) plus the drain; quick: ``compound``, 40 s, schedule compressed.
 * ``bench.stress_cpu_cores`` / ``bench.stress_rss_mb``: ``stress`` without chaos, 120 s
   (``BENCH_STRESS_S``); skipped when quick.
-* ``bench.scaleout_ratio``: two edges vs one on a backlog of 500 vehicles x 60 positions
+* ``bench.scaleout_ratio``: two edges vs one on a backlog of 500 vehicles x 120 positions
   (``BENCH_SCALEOUT_TICKS``); quick: 100 x 20.
 * ``bench.soak_mem_growth_pct``: ``county`` for 1800 s (``BENCH_SOAK_S``), only with ``BENCH_SOAK=1``.
 
@@ -106,7 +106,7 @@ def _stress(quick: bool, figs: dict, summaries: list) -> None:
 
 def _scaleout(quick: bool, figs: dict, summaries: list) -> None:
     from simulators.bench.scaleout import run_scaleout
-    veh, ticks = (100, 20) if quick else (500, int(_env("BENCH_SCALEOUT_TICKS", 60)))
+    veh, ticks = (100, 20) if quick else (500, int(_env("BENCH_SCALEOUT_TICKS", 120)))
     so = run_scaleout(WORK / "scaleout", vehicles=veh, ticks=ticks)
     r = so["ratio"]
     figs["bench.scaleout_ratio"] = {
@@ -116,6 +116,11 @@ def _scaleout(quick: bool, figs: dict, summaries: list) -> None:
         "one_positions_per_s": so["one"]["positions_per_s"], "two_positions_per_s": so["two"]["positions_per_s"],
         "backlog_positions": so["two"]["positions"], "per_edge": so["two"]["per_edge"],
         "doubled": so["doubled"], "lost_unexplained": so["lost_unexplained"],
+        "cpu_s_during_drain": {"one": so["one"]["cpu_s"], "two": so["two"]["cpu_s"]},
+        "cores_busy": {"one": so["one"]["cores_busy"], "two": so["two"]["cores_busy"]},
+        "edge_cpu_ms_per_1000_positions": {
+            k: round(1000 * sum(v for n, v in so[k]["cpu_s"].items() if n.startswith("edge-")) / so[k]["positions"] * 1000, 1)
+            for k in ("one", "two")},
     }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+import psutil
 
 from simulators.bench.runner import Bench, finish
 from simulators.bench.scenario import MeterGroup, Scenario, VehicleGroup
@@ -30,11 +31,30 @@ def scaleout_scenario(vehicles: int = 500, meters: int = 40) -> Scenario:
                     vehicles=(VehicleGroup(count=vehicles, format="json", rate_hz=1.0),))
 
 
-def _gps_stored(bench: Bench) -> list[int]:
+def _gps_stored(bench: Bench, http: httpx.Client) -> list[int]:
     out = []
     for e in bench.edges:
-        doc = httpx.get(f"http://127.0.0.1:{e.api_port}/v1/health", timeout=10).json()
+        doc = http.get(f"http://127.0.0.1:{e.api_port}/v1/health", timeout=10).json()
         out.append(int(doc["components"].get("gps", {}).get("stored", 0)))
+    return out
+
+
+def _cpu_s(bench: Bench) -> dict[str, float]:
+    """CPU seconds so far of every process on the bench that works during the drain."""
+    procs = {f"edge-{e.index}": e.proc.proc for e in bench.edges}
+    procs["mosquitto"] = bench.mosquitto.proc if bench.mosquitto else None
+    procs["influxd"] = bench.influx.proc if bench.influx else None
+    out = {}
+    for name, proc in procs.items():
+        if proc is None:
+            continue
+        try:
+            t = psutil.Process(proc.pid).cpu_times()
+            out[name] = t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    t = psutil.Process().cpu_times()
+    out["bench"] = t.user + t.system
     return out
 
 
@@ -47,28 +67,35 @@ def measure(edges: int, workdir: Path, ticks: int, scn: Scenario,
         bench.start_edges(ports, meter_split=True)
         run_start_ns = time.time_ns()
         t0 = time.monotonic()
-        base = _gps_stored(bench)
+        http = httpx.Client(timeout=10)  # one kept-alive client: polling must not cost the edges' cores
+        base = _gps_stored(bench, http)
         for e in bench.edges:
             e.proc.proc.send_signal(signal.SIGSTOP)
         bench.event(time.monotonic() - t0, "edges paused; publishing backlog", ticks=ticks)
         bench.start_fleet(None, ticks=ticks, burst=True)
         bench.fleet_proc.proc.wait(600)
-        acked = sum(1 for _ in open(bench.dir / "positions.log"))
+        with open(bench.dir / "positions.log") as f:
+            acked = sum(1 for _ in f)
         bench.event(time.monotonic() - t0, "backlog acknowledged by the broker", positions=acked)
+        cpu0 = _cpu_s(bench)
         t_go = time.monotonic()
         for e in bench.edges:
             e.proc.proc.send_signal(signal.SIGCONT)
         per_edge = base
         while time.monotonic() - t_go < 300:
-            per_edge = [a - b for a, b in zip(_gps_stored(bench), base, strict=True)]
+            per_edge = [a - b for a, b in zip(_gps_stored(bench, http), base, strict=True)]
             if sum(per_edge) >= acked:
                 break
             time.sleep(0.1)
         took = time.monotonic() - t_go
+        cpu1 = _cpu_s(bench)
+        http.close()
+        cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}
         bench.event(time.monotonic() - t0, "backlog committed", s=round(took, 2), per_edge=per_edge)
         report = finish(bench, t0, run_start_ns, time.monotonic() - t0)
     return {"edges": edges, "positions": acked, "seconds": took, "positions_per_s": acked / took if took else None,
-            "per_edge": per_edge, "accounting": report["accounting"],
+            "per_edge": per_edge, "accounting": report["accounting"], "cpu_s": cpu,
+            "cores_busy": round(sum(cpu.values()) / took, 2) if took else None,
             "meters_per_edge": [sum(1 for _ in e.site_file.read_text().splitlines() if _.startswith("- id: m-"))
                                 for e in bench.edges]}
 

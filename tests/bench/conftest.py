@@ -15,12 +15,16 @@ def _have(binary: str) -> bool:
 
 
 @pytest.fixture
-def short_compound() -> Scenario:
+def needs_influxd_and_mosquitto() -> None:
+    if not (_have("influxd") and _have("mosquitto")):
+        pytest.skip("needs influxd and mosquitto")
+
+
+@pytest.fixture
+def short_compound(needs_influxd_and_mosquitto) -> Scenario:
     """A compound shrunk to run in about 25 s: 12 meters polled every 5 s, 8 vehicles at 1 Hz,
     kill -9 of the edge, a Mosquitto restart, an 8-second InfluxDB outage, meter timeouts,
     counter resets and 10 % malformed payloads."""
-    if not (_have("influxd") and _have("mosquitto")):
-        pytest.skip("needs influxd and mosquitto")
     return Scenario(
         name="compound-short", duration_s=25, drain_timeout_s=40, meter_processes=2,
         meters=(MeterGroup(profile="chint-dtsu666", count=6, interval_s=5, units_per_server=3),
