@@ -62,6 +62,10 @@ def sample_points(now_ns: int, minutes: int = 120) -> list[Point]:
     """Readings every minute for ``minutes``, a position a minute, trips, indicators and alerts."""
     pts: list[Point] = []
     start = now_ns - minutes * 60 * NS
+    # the dashboard lists today's trips and alerts (local day): keep them after local midnight at any hour
+    local_midnight = now_ns - (now_ns + 8 * 3600 * NS) % (86400 * NS)
+    trip_t = max(start + 10 * 60 * NS, min(local_midnight + NS, now_ns - 2 * NS))
+    alert_t = max(start + 20 * 60 * NS, min(local_midnight + 2 * NS, now_ns - NS))
     for k, (mid, org) in enumerate(METER_ORG.items()):
         tags = {"meter": mid, "org": org, "building": METER_BUILDING[mid], "carrier": "electricity",
                 "profile": "chint-dtsu666"}
@@ -78,9 +82,9 @@ def sample_points(now_ns: int, minutes: int = 120) -> list[Point]:
                               "heading_deg": 90.0, "acc": True}, t))
         pts.append(Point("trip", {"vehicle": vid, "org": org},
                          {"distance_km": 12.5 + k, "duration_s": 1800.0, "end": "", "start_lat": 30.27,
-                          "start_lon": 120.15}, start + 10 * 60 * NS))
+                          "start_lon": 120.15}, trip_t))
         pts.append(Point("alert", {"vehicle": vid, "org": org, "kind": "overspeed"},
-                         {"speed_kmh": 95.0, "limit_kmh": 80.0, "message": f"{vid} over the limit"}, start + 20 * 60 * NS))
+                         {"speed_kmh": 95.0, "limit_kmh": 80.0, "message": f"{vid} over the limit"}, alert_t))
     day = now_ns - 2 * 86400 * NS
     for scope, ident, org in (("org", INST42, INST42), ("org", XIHU, XIHU), ("org", INST07, INST07),
                               ("org", GONGSHU, GONGSHU), ("org", TRICK, TRICK), ("org", "330000", "330000"),

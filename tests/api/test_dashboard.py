@@ -53,7 +53,8 @@ def test_dashboard_energy_and_fleet_views_update_live(env, tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     env.store.write_points([Point("energy_indicator", {"scope": "building", "id": "hq", "org": INST42, "period": "day",
                                                        "carrier": "electricity"},
-                                  {"consumption_kwh": 812.5, "off_hours_share": 0.31}, env.now_ns - 60 * 10**9)])
+                                  {"consumption_kwh": 812.5, "off_hours_share": 0.31},
+                                  env.now_ns - (env.now_ns + 8 * 3600 * 10**9) % (86400 * 10**9))])  # today's row (local day)
     app = create_app(env.ctx)
     with ThreadedServer(app) as srv:
         d = driver_for(tmp_path)
