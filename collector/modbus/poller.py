@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, Callable, Sequence
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -87,36 +88,73 @@ class Connection:
 
     async def read(self, function_code: int, address: int, count: int, unit: int) -> list[int]:
         """One read; call it holding ``self.lock``. Returns the words or raises ``DeviceError``."""
-        await self._ensure()
-        if self.gap_s:
-            wait = self._last_io + self.gap_s - self.clock.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
         client = self._client
-        assert client is not None
+        if client is None or not client.connected:
+            await self._ensure()
+            client = self._client
+            assert client is not None
+        gap = self.gap_s
+        if gap:
+            await self._wait_gap(gap)
         try:
             if function_code == 3:
                 rr = await client.read_holding_registers(address, count=count, device_id=unit)
             else:
                 rr = await client.read_input_registers(address, count=count, device_id=unit)
-        except ConnectionException as e:
-            raise self._fail_connection(str(e) or "connection lost") from None
-        except ModbusIOException as e:
+        except (ModbusException, OSError) as e:
+            raise self._translate(e, client) from None
+        finally:
+            if gap:  # only the inter-frame gap needs the time of the last exchange
+                self._last_io = self.clock.monotonic()
+        return self._words(rr, count)
+
+    async def read_each(self, requests: Sequence[tuple[int, int, int]], unit: int,
+                        on_error: Callable[[int, DeviceError, int], None]) -> tuple[list[list[int] | None], list[int]]:
+        """``read`` of each ``(function_code, address, count)`` in turn, each under ``self.lock`` (other
+        users of the connection get their turn between them). Returns the words of each read, None where
+        it failed, and the wall-clock time (ns) each was sent; ``on_error(index, error, sent_ns)`` is
+        called at once for every failed read (its lock still held)."""
+        lock, now_ns, read = self.lock, self.clock.now_ns, self.read
+        words: list[list[int] | None] = []
+        times: list[int] = []
+        for i, (function_code, address, count) in enumerate(requests):
+            async with lock:
+                t = now_ns()
+                times.append(t)
+                try:
+                    words.append(await read(function_code, address, count, unit))
+                except DeviceError as e:
+                    words.append(None)
+                    on_error(i, e, t)
+        return words, times
+
+    async def _wait_gap(self, gap: float) -> None:
+        wait = self._last_io + gap - self.clock.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def _translate(self, e: BaseException, client: AsyncModbusTcpClient | AsyncModbusSerialClient) -> DeviceError:
+        """The ``DeviceError`` for a pymodbus or OS exception of one exchange (closing what needs closing)."""
+        if isinstance(e, ConnectionException):
+            return self._fail_connection(str(e) or "connection lost")
+        if isinstance(e, ModbusIOException):
             if self.transport.kind is not TransportKind.tcp or not client.connected:
                 self.close()  # RTU has no transaction ids: drop stale bytes by reconnecting
-            raise DeviceError(f"no valid answer: {e}", kind="timeout") from None
-        except (ModbusException, OSError) as e:
-            self.close()
-            raise DeviceError(f"{type(e).__name__}: {e}", kind="protocol") from None
-        finally:
-            self._last_io = self.clock.monotonic()
+            return DeviceError(f"no valid answer: {e}", kind="timeout")
+        self.close()
+        return DeviceError(f"{type(e).__name__}: {e}", kind="protocol")
+
+    @staticmethod
+    def _words(rr: Any, count: int) -> list[int]:
+        """The words of a response, or ``DeviceError`` for an exception response or a short answer."""
         if rr.isError():
             code = getattr(rr, "exception_code", 0)
             raise DeviceError(f"exception code {code}", kind="exception")
         regs = getattr(rr, "registers", None)
         if regs is None or len(regs) < count:
             raise DeviceError(f"short answer: {0 if regs is None else len(regs)} of {count} registers", kind="protocol")
-        return list(regs[:count])
+        # the response's own fresh list (pymodbus builds one per response): no copy unless too long
+        return regs if len(regs) == count and type(regs) is list else list(regs[:count])
 
     def close(self) -> None:
         if self._client is not None:

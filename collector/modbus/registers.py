@@ -99,7 +99,8 @@ class BlockDecoder:
                 fmt.append(f"{2 * (f.start - pos)}x")
             fmt.append(f.code)
             pos = f.start + f.count
-        self._fast_struct = struct.Struct("".join(fmt))
+        self._fast_fmt = "".join(fmt)
+        self._fast_struct = struct.Struct(self._fast_fmt)
         self._slow = [f for f in self.fields if f.order != "ABCD"]
         # plain tuples for the hot loop: (name, scale, offset, factor, lo, hi), fast fields first
         self._params = [(f.name, f.scale, f.offset, f.factor,
@@ -134,6 +135,64 @@ class BlockDecoder:
         if len(bad) > 1:
             bad.sort(key=self._order.__getitem__)
         return Decoded(values, tuple(bad))
+
+
+class PollDecoder:
+    """All the planned reads of one poll decoded in one go, for the usual case that every read
+    answered in full: one ``struct`` pack and unpack over the concatenated responses, then one loop
+    that scales and range-checks each field. It gives the values and implausible names of the reads'
+    block decoders one after the other, in the same order, by the same arithmetic. ``usable`` is
+    False (use the block decoders) when a field is not high-word-first or a field name repeats;
+    ``decode(words)`` takes the responses in plan order, returns ``(values, implausible names)`` and
+    raises ``PayloadError`` when a response has not exactly the planned word count or a word does
+    not fit 16 bits (then decode read by read)."""
+
+    def __init__(self, blocks: Sequence[tuple[int, BlockDecoder]]) -> None:
+        self.counts = [count for count, _ in blocks]
+        names = [f.name for _, d in blocks for f in d.fields]
+        self.usable = (all(not d._slow and d.need <= count for count, d in blocks)
+                       and len(set(names)) == len(names))
+        fmt = [">"]
+        for count, d in blocks:
+            body = d._fast_fmt[1:]
+            fmt.append(body)
+            pad = 2 * count - struct.calcsize(">" + body)
+            if pad > 0:
+                fmt.append(f"{pad}x")
+            elif pad < 0:  # overlapping fields: the layout is not one struct
+                self.usable = False
+        self.total = sum(self.counts)
+        self._pack = struct.Struct(f">{self.total}H").pack
+        self._unpack = struct.Struct("".join(fmt)).unpack if self.usable else None
+        self._params = [prm for _, d in blocks for prm in d._params]
+        self._order = {name: i for i, name in enumerate(names)}.__getitem__
+
+    def decode(self, words: Sequence[Sequence[int]]) -> tuple[dict[str, float], list[str]]:
+        if len(words) != len(self.counts):
+            raise PayloadError("wrong response count", f"{len(words)} responses, planned {len(self.counts)}")
+        flat: list[int] = []
+        for w, n in zip(words, self.counts):
+            if len(w) != n:
+                raise PayloadError("short response", "a response has not the planned word count")
+            flat += w
+        try:
+            raws = self._unpack(self._pack(*flat))
+        except struct.error as e:
+            raise PayloadError("bad register word", str(e)) from None
+        values: dict[str, float] = {}
+        bad: list[str] = []
+        for (name, scale, offset, factor, lo, hi), raw in zip(self._params, raws):
+            eng = raw * scale + offset
+            if lo <= eng <= hi and eng != _INF and eng != _NINF:  # NaN fails every comparison
+                values[name] = eng * factor
+            else:
+                bad.append(name)
+        if len(bad) > 1:
+            bad.sort(key=self._order)
+        return values, bad
+
+
+_INF, _NINF = math.inf, -math.inf
 
 
 def decode_block(fields: Sequence[FieldSpec], words: Sequence[int]) -> Decoded:

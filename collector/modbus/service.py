@@ -20,7 +20,7 @@ from typing import Sequence
 from collector.modbus.planner import Request, plan
 from collector.modbus.poller import Connection
 from collector.modbus.profiles import Profile, find_profile, load_profiles
-from collector.modbus.registers import BlockDecoder, FieldSpec, compile_field
+from collector.modbus.registers import BlockDecoder, FieldSpec, PollDecoder, compile_field
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Meter, Site
 from edge.errors import ConfigError, DeviceError, PayloadError
@@ -47,6 +47,14 @@ class DevicePlan:
     reads: tuple[PlannedRead, ...]
     tags: dict[str, str]
     connection_key: str
+    # compiled for the poll loop: (function code, address, count) of each read, and the decoder of a full poll
+    wire: tuple[tuple[int, int, int], ...] = field(init=False, repr=False, compare=False)
+    decoder: PollDecoder = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "wire", tuple((r.request.function_code, r.request.address, r.request.count)
+                                               for r in self.reads))
+        object.__setattr__(self, "decoder", PollDecoder([(r.request.count, r.decoder) for r in self.reads]))
 
     @property
     def requests(self) -> tuple[Request, ...]:
@@ -133,7 +141,9 @@ class ModbusCollector:
             else:
                 c.timeout_s = max(c.timeout_s, t)
         self._health = {p.meter.id: DeviceHealth(p.meter.id) for p in self.plans}
-        self._queue: asyncio.Queue[Point] = asyncio.Queue()
+        # points waiting for the submitter, in poll order; it sleeps on _pending_wakeup when none are
+        self._pending: list[Point] = []
+        self._pending_wakeup: asyncio.Future[None] | None = None
         self._submit_batch = submit_batch
         self._stopping = False
         self._submit_failing = False
@@ -172,22 +182,23 @@ class ModbusCollector:
         boundary; a poll that ran into a later window makes the next one start at once, late inside
         that window (an overrun), so no window gets two polls and a slow bus loses as little as possible."""
         interval_ns = max(1, round(p.meter.interval_s * 1e9))
+        clock, stats, poll_once = self.clock, self._stats, self.poll_once
         last_slot: int | None = None
         while not self._stopping:
-            now = self.clock.now_ns()
+            now = clock.now_ns()
             cur = now - now % interval_ns  # start of the current window
             if last_slot is None:
                 slot = cur if now == cur else cur + interval_ns
             elif cur > last_slot:
                 slot = cur
-                self._stats["overruns"] += 1
+                stats["overruns"] += 1
             else:
                 slot = last_slot + interval_ns
             if slot > now:
-                await self.clock.sleep((slot - now) / 1e9)
+                await clock.sleep((slot - now) / 1e9)
             last_slot = slot
             try:
-                await self.poll_once(p)
+                await poll_once(p)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a bug or an untranslated library error: count it, keep polling
@@ -201,35 +212,57 @@ class ModbusCollector:
         """Read every planned request of one device once and queue its point. Returns the point."""
         conn = self.connections[p.connection_key]
         h = self._health[p.meter.id]
+        stats = self._stats
         h.polls += 1
-        self._stats["polls"] += 1
-        fields: dict[str, float | str] = {}
-        bad: list[str] = []
+        stats["polls"] += 1
+        first_failure: tuple[int, DeviceError] | None = None
+        last_failed = -1  # index of the last read that failed on the wire
+
+        def failed(i: int, e: DeviceError, t: int) -> None:
+            nonlocal first_failure, last_failed
+            if first_failure is None:
+                first_failure = (i, e)
+            last_failed = i
+            self._read_failed(p, h, e, t)
+
+        words, times = await conn.read_each(p.wire, p.meter.unit_id, failed)
+        fields: dict[str, float | str] | None = None
         t_read: int | None = None
-        failures: list[DeviceError] = []
-        for pr in p.reads:
-            rq = pr.request
-            async with conn.lock:
-                t = self.clock.now_ns()
-                try:
-                    words = await conn.read(rq.function_code, rq.address, rq.count, p.meter.unit_id)
-                except DeviceError as e:
-                    failures.append(e)
-                    self._read_failed(p, h, e, t)
-                    continue
+        if first_failure is None and p.decoder.usable:  # the usual case: every read answered
             try:
-                dec = pr.decoder.decode(words)
-            except PayloadError as e:
-                failures.append(DeviceError(str(e), kind="protocol"))
-                self._read_failed(p, h, failures[-1], t)
-                continue
-            self._stats["reads_ok"] += 1
-            self._stats["registers_read"] += rq.count
-            h.reads_ok += 1
-            if t_read is None:
-                t_read = t
-            fields.update(dec.values)
-            bad.extend(dec.implausible)
+                fields, bad = p.decoder.decode(words)  # type: ignore[arg-type]
+            except PayloadError:
+                fields = None  # find the bad response read by read below
+            else:
+                n = len(words)
+                stats["reads_ok"] += n
+                stats["registers_read"] += p.decoder.total
+                h.reads_ok += n
+                if n:
+                    t_read = times[0]
+        if fields is None:
+            fields, bad = {}, []
+            for i, (pr, w, t) in enumerate(zip(p.reads, words, times)):
+                if w is None:
+                    continue
+                try:
+                    dec = pr.decoder.decode(w)
+                except PayloadError as e:
+                    err = DeviceError(str(e), kind="protocol")
+                    if first_failure is None or i < first_failure[0]:
+                        first_failure = (i, err)
+                    last = h.last_error, h.last_failure_ns
+                    self._read_failed(p, h, err, t)
+                    if last_failed > i:  # decoded after the reads: keep the later read's failure as the last
+                        h.last_error, h.last_failure_ns = last
+                    continue
+                stats["reads_ok"] += 1
+                stats["registers_read"] += pr.request.count
+                h.reads_ok += 1
+                if t_read is None:
+                    t_read = t
+                fields.update(dec.values)
+                bad.extend(dec.implausible)
         if t_read is not None:
             if h.up is False:
                 down_s = (t_read - (h.down_since_ns or t_read)) / 1e9
@@ -238,19 +271,23 @@ class ModbusCollector:
         else:
             h.consecutive_failures += 1
             if h.up is not False:
-                kind = failures[0].kind if failures else "unknown"
-                log.warning("meter=%s down reason=%s detail=%s", p.meter.id, kind, failures[0] if failures else "")
+                kind = first_failure[1].kind if first_failure else "unknown"
+                log.warning("meter=%s down reason=%s detail=%s", p.meter.id, kind,
+                            first_failure[1] if first_failure else "")
                 h.up, h.down_since_ns = False, self.clock.now_ns()
             return None
         if bad:
             fields["quality"] = "implausible:" + ",".join(bad)
             h.implausible += len(bad)
-            self._stats["implausible"] += len(bad)
+            stats["implausible"] += len(bad)
             self.ingest.count("modbus_implausible", len(bad), meter=p.meter.id)
         if not fields:
             return None
         pt = Point("meter", p.tags, fields, t_read)
-        self._queue.put_nowait(pt)
+        self._pending.append(pt)
+        w = self._pending_wakeup
+        if w is not None and not w.done():
+            w.set_result(None)
         return pt
 
     def _read_failed(self, p: DevicePlan, h: DeviceHealth, e: DeviceError, t: int) -> None:
@@ -262,10 +299,17 @@ class ModbusCollector:
 
     async def _submitter(self) -> None:
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            while not self._queue.empty() and len(batch) < self._submit_batch:
-                batch.append(self._queue.get_nowait())
+            if not self._pending:
+                self._pending_wakeup = asyncio.get_running_loop().create_future()
+                try:
+                    await self._pending_wakeup
+                finally:
+                    self._pending_wakeup = None
+            batch, n = self._pending, self._submit_batch
+            if len(batch) > n:
+                batch, self._pending = batch[:n], batch[n:]
+            else:
+                self._pending = []
             await self._submit(batch)
 
     async def _submit(self, batch: list[Point]) -> None:
@@ -284,8 +328,6 @@ class ModbusCollector:
             self._submit_failing = False
 
     async def _flush(self) -> None:
-        batch = []
-        while not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+        batch, self._pending = self._pending, []
         if batch:
             await self._submit(batch)

@@ -98,3 +98,46 @@ def test_block_decoder_any_words_give_values_or_payload_error(types, order, word
         return
     assert set(dec.values) | set(dec.implausible) == {f.name for f in fields}
     assert all(math.isfinite(v) and -1e6 <= v <= 1e6 for v in dec.values.values())
+
+
+# -- a whole poll decoded at once must equal its reads decoded one by one ---------------------------
+
+def _poll_blocks(profile_id: str, pt: float, ct: float):
+    from collector.modbus.planner import plan
+    from collector.modbus.profiles import load_profiles
+    from collector.modbus.registers import BlockDecoder
+    prof = load_profiles()[profile_id]
+    reqs = plan(prof.registers, max_gap=prof.max_gap, max_registers=prof.max_registers)
+    return [(r.count, BlockDecoder([compile_field(reg, reg.address - r.address, pt, ct) for reg in r.registers]))
+            for r in reqs]
+
+
+@pytest.mark.parametrize("profile_id", ["chint-dtsu666", "acrel-adl400", "eastron-sdm630", "schneider-iem3255"])
+@given(data=st.data(), pt=st.sampled_from([1.0, 10.0, 0.1]), ct=st.sampled_from([1.0, 40.0, 3]))
+def test_poll_decoder_equals_the_block_decoders_read_by_read(profile_id, data, pt, ct):
+    from collector.modbus.registers import PollDecoder
+    blocks = _poll_blocks(profile_id, pt, ct)
+    poll = PollDecoder(blocks)
+    assert poll.usable  # these profiles are high-word-first throughout
+    words = [data.draw(st.lists(st.integers(0, 0xFFFF), min_size=n, max_size=n)) for n, _ in blocks]
+    values, bad = poll.decode(words)
+    want_values, want_bad = {}, []
+    for (_, d), w in zip(blocks, words):
+        dec = d.decode(w)
+        want_values.update(dec.values)
+        want_bad.extend(dec.implausible)
+    assert list(values) == list(want_values) and bad == want_bad
+    assert all(struct.pack(">d", values[k]) == struct.pack(">d", want_values[k]) for k in values)  # bit for bit
+
+
+def test_poll_decoder_refuses_a_short_response_and_a_word_over_16_bits():
+    from collector.modbus.registers import PollDecoder
+    blocks = _poll_blocks("chint-dtsu666", 1.0, 1.0)
+    poll = PollDecoder(blocks)
+    full = [[0] * n for n, _ in blocks]
+    with pytest.raises(PayloadError):
+        poll.decode([full[0][:-1], *full[1:]])
+    with pytest.raises(PayloadError):
+        poll.decode([[0x10000] + full[0][1:], *full[1:]])
+    with pytest.raises(PayloadError):
+        poll.decode(full[:-1])
