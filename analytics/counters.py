@@ -27,6 +27,7 @@ NaN for a missing reading, so 1,000 meters are processed at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from enum import Enum, IntEnum
 
 import numpy as np
@@ -85,19 +86,47 @@ class CounterDeltas:
     times_ns: np.ndarray      # (n,)
     delta: np.ndarray         # counted delta, 0 where nothing is counted
     status: np.ndarray        # Status codes (int8)
-    dt_ns: np.ndarray         # length of the interval, 0 where no interval ends
     gap: np.ndarray           # bool: interval longer than max_gap_s
     valid: np.ndarray         # bool: reading present
     # sparse bookkeeping found while classifying (2-D row, column indexes), reused downstream:
     after_missing: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (row, col, prev col)
     flagged: tuple[np.ndarray, np.ndarray] | None = None  # every non-ok or gap interval, row-major
+    none_at: tuple[np.ndarray, np.ndarray] | None = None  # (row, col ≥ 1) where no interval ends
+
+    @cached_property
+    def dt_ns(self) -> np.ndarray:
+        """Length of the interval that ends at each reading (int64 ns, shaped like ``delta``), 0
+        where none ends. Built on first use: the aligned binning never needs the whole array."""
+        t = self.times_ns
+        dt_row = np.zeros(t.size, dtype=np.int64)
+        dt_row[1:] = np.diff(t)
+        has = self.status != Status.none
+        if self.delta.ndim == 2 and self.after_missing is not None:
+            dt = np.multiply(has, dt_row)
+            fr, fc, pc = self.after_missing
+            dt[fr, fc] = t[fc] - t[pc]
+            return dt
+        prev = np.maximum(_prev_valid_index(self.valid), 0)
+        return np.where(has, t - t[prev], 0)
+
+    def _dt_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``dt_ns[rows, cols]`` without building the whole array (unless it is built already)."""
+        if "dt_ns" in self.__dict__:
+            return np.atleast_2d(self.dt_ns)[rows, cols]
+        t = self.times_ns
+        st = np.atleast_2d(self.status)[rows, cols]
+        valid = np.atleast_2d(self.valid)
+        prev = np.zeros(rows.size, dtype=np.int64)
+        for r in np.unique(rows):
+            sel = rows == r
+            prev[sel] = _prev_valid_index(valid[r])[cols[sel]]
+        return np.where(st != Status.none, t[cols] - t[np.maximum(prev, 0)], 0)
 
     def events(self, values: np.ndarray, spec: CounterSpec) -> list[CounterEvent]:
         """The non-ok intervals as events (evidence: readings before and after, rule)."""
         v = np.atleast_2d(values)
         st = np.atleast_2d(self.status)
         gap = np.atleast_2d(self.gap)
-        dtn = np.atleast_2d(self.dt_ns)
         d = np.atleast_2d(self.delta)
         t = self.times_ns
         out: list[CounterEvent] = []
@@ -112,8 +141,9 @@ class CounterDeltas:
             rows, cols = self.flagged
         else:
             rows, cols = np.nonzero((st >= Status.backstep) | gap)
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            start = int(t[c] - dtn[r, c])
+        dts = self._dt_at(np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)).tolist()
+        for r, c, dt in zip(rows.tolist(), cols.tolist(), dts):
+            start = int(t[c] - dt)
             j = int(np.searchsorted(t, start))
             before = float(v[r, j])
             s = Status(int(st[r, c]))
@@ -122,7 +152,7 @@ class CounterDeltas:
                                         rules[s]))
             if gap[r, c]:
                 out.append(CounterEvent("gap", r, start, int(t[c]), before, float(v[r, c]), float(d[r, c]),
-                                        f"no reading for {dtn[r, c] / NS_PER_S:.0f} s > max_gap_s {spec.max_gap_s:.0f}"))
+                                        f"no reading for {dt / NS_PER_S:.0f} s > max_gap_s {spec.max_gap_s:.0f}"))
         return out
 
 
@@ -136,17 +166,19 @@ def _prev_valid_index(valid: np.ndarray) -> np.ndarray:
     return prev
 
 
-def _after_missing(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _after_missing(valid: np.ndarray, miss_flat: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Readings that follow a run of missing ones and have an earlier valid reading: their
-    (row, column) and the column of that earlier reading. Works on the sparse missing positions."""
+    (row, column) and the column of that earlier reading. Works on the sparse missing positions
+    (``miss_flat``: the flat, row-major indexes of the missing readings, when already known)."""
     n = valid.shape[1]
-    miss_r, miss_c = np.nonzero(~valid)
+    flat = np.flatnonzero(~valid) if miss_flat is None else miss_flat   # flat: far cheaper than 2-D nonzero
+    miss_r, miss_c = np.divmod(flat, n)
     nxt = miss_c + 1
     keep = nxt < n
     fr, fc = miss_r[keep], nxt[keep]
     keep = valid[fr, fc]
     fr, fc = fr[keep], fc[keep]
-    flat = miss_r * n + miss_c
     run_start = np.ones(flat.size, dtype=bool)
     run_start[1:] = flat[1:] != flat[:-1] + 1
     starts = flat[run_start]
@@ -156,7 +188,13 @@ def _after_missing(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return fr[keep], fc[keep], pc[keep]
 
 
-def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec | None = None) -> CounterDeltas:
+def _nonzero2(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of a 2-D mask, via the flat indexes (2-D nonzero is ~30x slower)."""
+    return np.divmod(np.flatnonzero(mask), mask.shape[1])
+
+
+def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec | None = None,
+                   out: np.ndarray | None = None) -> CounterDeltas:
     """Classify every interval between consecutive valid readings and compute counted deltas.
 
     ``times_ns`` int64 (n,) strictly increasing; ``values`` float (n,) or (m, n), NaN = missing.
@@ -164,6 +202,8 @@ def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec |
     Written for 35 M values at a time: the common case (an interval between neighbouring
     readings, delta ≥ 0, plausible) costs a few whole-array passes; everything rare (missing
     readings, negative steps, jumps, gaps) is found once and handled on its sparse positions.
+    ``out``: an (m, n) float64 buffer for the deltas (the result's ``delta`` is it), so a caller
+    going through a block in chunks reuses one buffer instead of faulting in a fresh one each time.
     """
     spec = spec or CounterSpec()
     t = np.asarray(times_ns, dtype=np.int64)
@@ -175,33 +215,58 @@ def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec |
     one_d = v_in.ndim == 1
     v = np.atleast_2d(v_in)
     m, n = v.shape
-    valid = ~np.isnan(v)
+    valid = np.isnan(v)
+    miss_flat = np.flatnonzero(valid)             # missing readings are sparse: found once, flat
+    np.logical_not(valid, out=valid)
     dt_row = np.zeros(n, dtype=np.int64)
     dt_row[1:] = np.diff(t)
-    raw = np.empty((m, n))
+    raw = np.empty((m, n)) if out is None else out
+    if raw.shape != (m, n) or raw.dtype != np.float64:
+        raise ValueError(f"out must be float64 {(m, n)}, not {raw.dtype} {raw.shape}")
     raw[:, :1] = 0.0
     np.subtract(v[:, 1:], v[:, :-1], out=raw[:, 1:])
     gap_row = dt_row > spec.max_gap_s * NS_PER_S
-    if valid.all():
+    if not miss_flat.size:
         has = np.ones((m, n), dtype=bool)
         has[:, :1] = False
-        dt_ns = np.broadcast_to(dt_row, (m, n))
         fr = fc = pc = np.empty(0, dtype=np.int64)
+        none_r = none_c = np.empty(0, dtype=np.int64)
     else:
         has = valid.copy()
-        rows_with = np.flatnonzero(valid.any(axis=1))
-        has[rows_with, np.argmax(valid[rows_with], axis=1)] = False   # a row's first reading ends no interval
-        fr, fc, pc = _after_missing(valid)
+        has[:, :1] = False                        # a row's first reading ends no interval ...
+        late = np.flatnonzero(~valid[:, 0])       # ... also when the row starts with missing ones
+        late = late[valid[late].any(axis=1)]
+        late_c = np.argmax(valid[late], axis=1)
+        has[late, late_c] = False
+        fr, fc, pc = _after_missing(valid, miss_flat)
         raw[fr, fc] = v[fr, fc] - v[fr, pc]
-        np.copyto(raw, 0.0, where=~has)
-        dt_ns = np.broadcast_to(dt_row, (m, n)).copy()
-        dt_ns[fr, fc] = t[fc] - t[pc]
-        np.copyto(dt_ns, 0, where=~has)
+        # no interval ends at a missing reading or a first reading: zero them where they are
+        miss_r, miss_c = np.divmod(miss_flat, n)
+        raw[miss_r, miss_c] = 0.0
+        raw[late, late_c] = 0.0
+        sel = miss_c > 0
+        none_r = np.concatenate([miss_r[sel], late])
+        none_c = np.concatenate([miss_c[sel], late_c])
 
+    dt_after = t[fc] - t[pc]              # intervals across missing readings: longer than dt_row
     status = has.astype(np.int8)          # Status.ok where an interval ends, Status.none elsewhere
     delta = raw
-    neg = raw < 0
-    neg_r, neg_c = np.nonzero(neg) if neg.any() else (np.empty(0, np.int64), np.empty(0, np.int64))
+    per_ns = spec.rated_kw * spec.jump_margin / NS_PER_HOUR if spec.rated_kw is not None else None
+    allowed_row = dt_row * per_ns + spec.backstep_tolerance if per_ns is not None else None
+    over_r = over_c = None
+    limit = allowed_row if allowed_row is not None else np.full(n, np.inf)
+    if raw.flags.c_contiguous and not np.signbit(limit).any():
+        # one pass finds both the negative steps and the steps over the limit: as unsigned
+        # integers, non-negative floats keep their order and negative ones (sign bit) are larger
+        cand = np.flatnonzero(raw.view(np.uint64) > limit.view(np.uint64)[None, :])
+        cr, cc = np.divmod(cand, n)
+        cd = raw.reshape(-1)[cand]
+        sel = cd < 0
+        neg_r, neg_c = cr[sel], cc[sel]
+        sel = cd > limit[cc]
+        over_r, over_c = cr[sel], cc[sel]
+    else:
+        neg_r, neg_c = _nonzero2(raw < 0)
     if neg_r.size:
         d = raw[neg_r, neg_c]
         cur = v[neg_r, neg_c]
@@ -217,15 +282,22 @@ def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec |
         status[neg_r, neg_c] = st
         delta[neg_r, neg_c] = counted
     jr = jc = np.empty(0, dtype=np.int64)
-    if spec.rated_kw is not None:
-        per_ns = spec.rated_kw * spec.jump_margin / NS_PER_HOUR
-        allowed_row = dt_row * per_ns + spec.backstep_tolerance
+    if allowed_row is not None:
         # an interval after missing readings is longer than dt_row, so this finds a superset
-        over = delta > allowed_row[None, :]
-        if over.any():
-            jr, jc = np.nonzero(over)
+        if over_r is None:
+            jr, jc = _nonzero2(delta > allowed_row[None, :])
+        else:                         # the steps over the limit, and the negative ones counted above it (wraps)
+            big = delta[neg_r, neg_c] > allowed_row[neg_c]
+            keys = np.unique(np.concatenate([over_r * n + over_c, neg_r[big] * n + neg_c[big]]))
+            jr, jc = keys // n, keys % n
         if jr.size:
-            allowed = dt_ns[jr, jc] * per_ns + spec.backstep_tolerance
+            dt_j = dt_row[jc]
+            if fr.size:                   # (fr, fc) are in row-major order
+                am_keys = fr * n + fc
+                k = np.minimum(np.searchsorted(am_keys, jr * n + jc), am_keys.size - 1)
+                hit = am_keys[k] == jr * n + jc
+                dt_j[hit] = dt_after[k[hit]]
+            allowed = dt_j * per_ns + spec.backstep_tolerance
             st = status[jr, jc]
             j = (delta[jr, jc] > allowed) & ((st == Status.ok) | (st == Status.wrap))
             jr, jc = jr[j], jc[j]
@@ -239,22 +311,22 @@ def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec |
         flag_c.append(jc)
     if gap_row.any():
         gap = np.broadcast_to(gap_row, (m, n)) & has
-        gr, gc = np.nonzero(gap)
+        gr, gc = _nonzero2(gap)
         flag_r.append(gr)
         flag_c.append(gc)
     else:
         gap = np.zeros((m, n), dtype=bool)
     if fr.size:
-        g = dt_ns[fr, fc] > spec.max_gap_s * NS_PER_S
+        g = dt_after > spec.max_gap_s * NS_PER_S
         gap[fr, fc] = g
         flag_r.append(fr[g])
         flag_c.append(fc[g])
     keys = np.unique(np.concatenate(flag_r).astype(np.int64) * n + np.concatenate(flag_c))
     flagged = (keys // n, keys % n)
     if one_d:
-        return CounterDeltas(t, delta[0], status[0], np.ascontiguousarray(dt_ns[0]), gap[0], valid[0],
-                             None, (np.zeros_like(flagged[1]), flagged[1]))
-    return CounterDeltas(t, delta, status, dt_ns, gap, valid, (fr, fc, pc), flagged)
+        return CounterDeltas(t, delta[0], status[0], gap[0], valid[0], None,
+                             (np.zeros_like(flagged[1]), flagged[1]))
+    return CounterDeltas(t, delta, status, gap, valid, (fr, fc, pc), flagged, (none_r, none_c))
 
 
 @dataclass(frozen=True)
@@ -288,14 +360,15 @@ def bin_energy(d: CounterDeltas, start_ns: int, n_bins: int, bin_ns: int = QUART
     valid = np.atleast_2d(d.valid)
     status = np.atleast_2d(d.status)
     gap = np.atleast_2d(d.gap)
-    dtn = np.atleast_2d(d.dt_ns)
     m = delta.shape[0]
     if aligned_fast_path and d.times_ns.size == edges.size and bool(np.array_equal(d.times_ns, edges)):
         energy, coverage = _bin_aligned(delta, status, gap, valid, gap_policy,
-                                        None if one_d else d.after_missing, out)
+                                        None if one_d else d.after_missing, out,
+                                        None if one_d else d.flagged, None if one_d else d.none_at)
         if one_d:
             return BinnedEnergy(start_ns, bin_ns, energy[0], coverage[0])
         return BinnedEnergy(start_ns, bin_ns, energy, coverage)
+    dtn = np.atleast_2d(d.dt_ns)
     energy = np.full((m, n_bins), np.nan)
     coverage = np.zeros((m, n_bins))
     ef = edges.astype(np.float64)
@@ -347,25 +420,47 @@ def bin_energy(d: CounterDeltas, start_ns: int, n_bins: int, bin_ns: int = QUART
 
 
 def _bin_aligned(delta: np.ndarray, status: np.ndarray, gap: np.ndarray, valid: np.ndarray,
-                 gap_policy: GapPolicy, after_missing=None, out=None) -> tuple[np.ndarray, np.ndarray]:
+                 gap_policy: GapPolicy, after_missing=None, out=None, flagged=None,
+                 none_at=None) -> tuple[np.ndarray, np.ndarray]:
     """``bin_energy`` when the readings sit exactly on the bin edges (what the jobs' alignment
     produces): bin k is the interval ending at reading k+1, so no interpolation is needed; an
     interval across missing readings is spread over its bins in equal parts (they are equally
-    long) or put in its last bin, exactly as the general path does."""
-    good = (status.view(np.uint8) - np.uint8(1)) <= 2
-    if gap.any():
-        good &= ~gap
-    if out is None:
-        energy = delta[:, 1:].copy()
-        coverage = good[:, 1:].astype(np.float64)
+    long) or put in its last bin, exactly as the general path does.
+
+    With ``flagged`` (every interval that is not ok or is a gap) and ``none_at`` (where no
+    interval ends) from ``counter_deltas``, the rare cases are fixed where they are instead of
+    with whole-array masks: elsewhere status is none (0) or ok (1), which is the coverage."""
+    if flagged is not None and none_at is not None:
+        good = None
+        if out is None:
+            energy = delta[:, 1:].copy()
+            coverage = status[:, 1:].astype(np.float64)
+        else:
+            energy, coverage = out
+            energy[...] = delta[:, 1:]
+            np.copyto(coverage, status[:, 1:], casting="unsafe")
+        fl_r, fl_c = flagged
+        sel = fl_c > 0
+        fl_r, fl_c = fl_r[sel], fl_c[sel]
+        st = status[fl_r, fl_c].view(np.uint8)
+        coverage[fl_r, fl_c - 1] = ((st - np.uint8(1)) <= 2) & ~gap[fl_r, fl_c]
+        nr, nc = none_at
+        energy[nr, nc - 1] = np.nan           # before the first / after the last reading, or inside a run
     else:
-        energy, coverage = out
-        energy[...] = delta[:, 1:]
-        coverage[...] = good[:, 1:]
-    if valid.all():
-        return energy, coverage
-    has = status[:, 1:] != Status.none
-    np.copyto(energy, np.nan, where=~has)        # before the first / after the last reading, or inside a run
+        good = (status.view(np.uint8) - np.uint8(1)) <= 2
+        if gap.any():
+            good &= ~gap
+        if out is None:
+            energy = delta[:, 1:].copy()
+            coverage = good[:, 1:].astype(np.float64)
+        else:
+            energy, coverage = out
+            energy[...] = delta[:, 1:]
+            coverage[...] = good[:, 1:]
+        if valid.all():
+            return energy, coverage
+        has = status[:, 1:] != Status.none
+        np.copyto(energy, np.nan, where=~has)        # before the first / after the last reading, or inside a run
     fr, fc, pc = after_missing if after_missing is not None else _after_missing(valid)
     if fr.size:
         length = fc - pc                          # bins pc .. fc-1 belong to the interval
@@ -384,5 +479,7 @@ def _bin_aligned(delta: np.ndarray, status: np.ndarray, gap: np.ndarray, valid: 
         else:
             vals = np.repeat(dl / length, length)
         energy[rows, cols] = vals
-        coverage[rows, cols] = np.repeat(good[fr, fc], length).astype(np.float64)
+        g_fr = good[fr, fc] if good is not None else (((status[fr, fc].view(np.uint8) - np.uint8(1)) <= 2)
+                                                       & ~gap[fr, fc])
+        coverage[rows, cols] = np.repeat(g_fr, length).astype(np.float64)
     return energy, coverage

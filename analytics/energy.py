@@ -38,17 +38,31 @@ DEFAULT_NIGHT = np.arange(0, 24)  # quarters 0..23: 00:00-06:00 local
 def nan_percentile(a: np.ndarray, pct: float) -> np.ndarray:
     """Percentile along the last axis ignoring NaN, linear interpolation (numpy's default),
     NaN where a row has no values. Much faster than ``np.nanpercentile`` on many rows."""
+    n_all = a.shape[-1]
     nan = np.isnan(a)
-    if not nan.any():
-        # no NaN: the two order statistics around the position, by partial sort (much cheaper)
-        n_all = a.shape[-1]
+    has_nan = bool(nan.any())
+    if not has_nan and n_all > 64:
+        # long rows without NaN: the two order statistics around the position, by partial sort
         pos = (n_all - 1) * (pct / 100.0)
         lo = int(np.floor(pos))
         hi = min(lo + 1, n_all - 1)
         part = np.partition(a, [lo, hi] if hi != lo else [lo], axis=-1)
         return part[..., lo] + (part[..., hi] - part[..., lo]) * (pos - lo)
-    s = np.sort(a, axis=-1)  # NaN sorts last
-    n = np.sum(~nan, axis=-1)
+    # NaN sorts last; for short rows (a day's night) sorting beats partition
+    return _percentile_of_sorted(np.sort(a, axis=-1), pct, has_nan)
+
+
+def _percentile_of_sorted(s: np.ndarray, pct: float, has_nan: bool | None = None) -> np.ndarray:
+    """``nan_percentile`` of rows already sorted along the last axis (NaN last)."""
+    n_all = s.shape[-1]
+    if has_nan is None:
+        has_nan = bool(np.isnan(s[..., -1]).any()) if n_all else False
+    if not has_nan:
+        pos = (n_all - 1) * (pct / 100.0)
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, n_all - 1)
+        return s[..., lo] + (s[..., hi] - s[..., lo]) * (pos - lo)
+    n = n_all - np.sum(np.isnan(s), axis=-1)
     pos = (np.maximum(n, 1) - 1) * (pct / 100.0)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
@@ -118,32 +132,98 @@ class QuarterBlock:
         return self.q.shape[1]
 
 
+def _night_slice(night_quarters: np.ndarray) -> slice | np.ndarray:
+    """The night quarters as a slice when they are a contiguous run (a strided view is far
+    cheaper to copy than a fancy index), else as given."""
+    nqs = np.asarray(night_quarters)
+    if nqs.ndim == 1 and nqs.size and nqs.dtype.kind in "iu" and np.array_equal(nqs, np.arange(nqs[0], nqs[0] + nqs.size)):
+        return slice(int(nqs[0]), int(nqs[0]) + nqs.size)
+    return nqs
+
+
 def _day_aggregates(q: np.ndarray, cov: np.ndarray, working: np.ndarray, night_quarters: np.ndarray,
-                    chunk_rows: int = 32):
+                    chunk_rows: int = 16, base_pct: float | None = None):
     """Per row and day: Σ energy, known quarters, Σ off-hours energy, Σ coverage (in quarters),
-    max quarter (NaN when none), and the night quarters. Row chunks keep temporaries in cache."""
+    max quarter power (NaN when none), and the night quarters' power, or with ``base_pct`` the
+    day's base load (that percentile of its night quarters' power, in quarter units) instead.
+
+    The common day (every quarter known and fully covered) costs one reduction per aggregate
+    over row chunks that stay in cache; the rare ones (a NaN quarter, a quarter covered in
+    part) are found on the way and recomputed where they are with the exact rules."""
     rows, n_days, nq = q.shape
     day_sum = np.empty((rows, n_days))
-    day_known = np.empty((rows, n_days), dtype=np.int64)
     day_off = np.empty((rows, n_days))
     day_peak = np.empty((rows, n_days))
+    day_cov = np.empty((rows, n_days), dtype=np.result_type(cov.dtype, np.float32))
     off_mask = (~working).astype(np.float64)
+    partial = []                                 # flat (row·days + day)·96 + quarter with coverage ≠ 1
+    ns = _night_slice(night_quarters)
+    per_day_base = base_pct is not None and isinstance(ns, slice)
+    if per_day_base:
+        n_night = ns.stop - ns.start
+        day_base = np.empty((rows, n_days))
+        nbuf = np.empty((min(chunk_rows, rows), n_days, n_night))
     for a in range(0, rows, chunk_rows):
-        qc = q[a:a + chunk_rows]
-        nan = np.isnan(qc)
-        if nan.any():
-            qz = np.where(nan, 0.0, qc)
-            day_known[a:a + chunk_rows] = nq - nan.sum(axis=2)
-        else:
-            qz = qc.copy()
-            day_known[a:a + chunk_rows] = nq
-        day_sum[a:a + chunk_rows] = qz.sum(axis=2)
-        qz *= off_mask
-        day_off[a:a + chunk_rows] = qz.sum(axis=2)
+        b = min(a + chunk_rows, rows)
+        qc, cc = q[a:b], cov[a:b]
+        np.add.reduce(qc, axis=2, out=day_sum[a:b])
+        np.einsum("rdk,dk->rd", qc, off_mask, out=day_off[a:b])
+        np.maximum.reduce(qc, axis=2, out=day_peak[a:b])
+        ne = np.flatnonzero(cc != 1.0)
+        if ne.size:
+            partial.append(ne + a * n_days * nq)
+        if per_day_base:
+            # the day's night quarters, sorted in a buffer that stays in cache
+            nc = nbuf[:b - a]
+            nc[...] = qc[:, :, ns]
+            if ne.size:
+                _night_power_fix(nc, qc, cc, ne, ns)
+            nc.sort(axis=-1)
+            day_base[a:b] = _percentile_of_sorted(nc, base_pct)
+    partial_flat = np.concatenate(partial) if partial else np.empty(0, dtype=np.int64)
+    # coverage: a day whose quarters are all fully covered sums to nq exactly; the others are summed
+    day_cov.fill(nq)
+    partial_days = np.unique(partial_flat // nq)
+    if partial_days.size:
+        day_cov.reshape(-1)[partial_days] = np.add.reduce(cov.reshape(-1, nq)[partial_days], axis=1)
+    # days with an unknown quarter (their sums are NaN): sums over the known quarters
+    nan_days = np.flatnonzero(np.isnan(day_sum))
+    day_known = np.full((rows, n_days), nq, dtype=np.int64)
+    q_days = q.reshape(-1, nq)
+    if nan_days.size:
+        qd = q_days[nan_days]
+        nan = np.isnan(qd)
+        qz = np.where(nan, 0.0, qd)
+        day_known.reshape(-1)[nan_days] = nq - nan.sum(axis=1)
+        day_sum.reshape(-1)[nan_days] = qz.sum(axis=1)
+        day_off.reshape(-1)[nan_days] = (qz * off_mask[nan_days % n_days]).sum(axis=1)
+    # peak: a day with an unknown or a partly covered quarter takes the quarters' power
+    fix = np.union1d(nan_days, partial_flat // nq)
+    if fix.size:
         with np.errstate(invalid="ignore", divide="ignore"):
-            day_peak[a:a + chunk_rows] = np.fmax.reduce(_quarter_power(qc, cov[a:a + chunk_rows]), axis=2)
-    night = _quarter_power(q[:, :, night_quarters], cov[:, :, night_quarters])
-    return day_sum, day_known, day_off, cov.sum(axis=2), day_peak, night
+            day_peak.reshape(-1)[fix] = np.fmax.reduce(_quarter_power(q_days[fix], cov.reshape(-1, nq)[fix]), axis=1)
+    if per_day_base:
+        return day_sum, day_known, day_off, day_cov, day_peak, day_base
+    if not isinstance(ns, slice):
+        return day_sum, day_known, day_off, day_cov, day_peak, _quarter_power(q[:, :, ns], cov[:, :, ns])
+    night = np.array(q[:, :, ns])
+    if partial_flat.size:
+        _night_power_fix(night, q, cov, partial_flat, ns)
+    return day_sum, day_known, day_off, day_cov, day_peak, night
+
+
+def _night_power_fix(night: np.ndarray, q: np.ndarray, cov: np.ndarray, partial_flat: np.ndarray, ns: slice) -> None:
+    """In ``night`` (a copy of ``q[:, :, ns]``), the quarters covered in part (``partial_flat``:
+    flat indexes into ``q``) get their power, as ``_quarter_power`` gives it."""
+    nq = q.shape[-1]
+    qi = partial_flat % nq
+    keep = (qi >= ns.start) & (qi < ns.stop)
+    at = partial_flat[keep]
+    qv = q.reshape(-1)[at]
+    cv = cov.reshape(-1)[at].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pw = np.where(cv >= MIN_DEMAND_COVERAGE, qv / cv, np.nan)
+    night.reshape(-1, night.shape[-1])[at // nq, qi[keep] - ns.start] = pw
 
 
 MIN_DEMAND_COVERAGE = 0.2  # a quarter read for under 3 minutes says too little about demand
@@ -152,11 +232,12 @@ MIN_DEMAND_COVERAGE = 0.2  # a quarter read for under 3 minutes says too little 
 def _quarter_power(q: np.ndarray, cov: np.ndarray) -> np.ndarray:
     """A quarter's energy over the time it was covered (kWh per quarter-hour of data), NaN for
     quarters covered less than ``MIN_DEMAND_COVERAGE``: a partly read quarter's energy is real,
-    but as a demand it must not be spread over 15 minutes it was not measured in."""
-    if not (cov < 1.0).any():
+    but as a demand it must not be spread over 15 minutes it was not measured in. A fully
+    covered quarter's power is its energy."""
+    if not (cov != 1.0).any():
         return q
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cov >= MIN_DEMAND_COVERAGE, q / cov, np.nan)
+        return np.where(cov == 1.0, q, np.where(cov >= MIN_DEMAND_COVERAGE, q / cov, np.nan))
 
 
 def compute_indicators(block: QuarterBlock, period: Period, cal: LocalCalendar, working: np.ndarray,
@@ -170,7 +251,8 @@ def compute_indicators(block: QuarterBlock, period: Period, cal: LocalCalendar, 
     rows, n_days, _ = q.shape
     if working.shape != (n_days, QUARTERS_PER_DAY):
         raise ValueError(f"working mask {working.shape} does not match {n_days} days")
-    day_sum, day_known, day_off, day_cov, day_peak, night = _day_aggregates(q, cov, working, night_quarters)
+    day_sum, day_known, day_off, day_cov, day_peak, night = _day_aggregates(
+        q, cov, working, night_quarters, base_pct=base_pct if period is Period.day else None)
 
     if period is Period.day:
         starts = cal.day_start_ns(block.first_day + np.arange(n_days))
@@ -178,7 +260,7 @@ def compute_indicators(block: QuarterBlock, period: Period, cal: LocalCalendar, 
         off = day_off
         cov_q = day_cov
         peak_q = day_peak
-        base_q = nan_percentile(night, base_pct)
+        base_q = night if night.ndim == 2 else nan_percentile(night, base_pct)  # 2-D: per day already
         n_q = np.full(n_days, QUARTERS_PER_DAY)
     else:
         if period is Period.month:
@@ -272,10 +354,19 @@ def rollup_by_building(buildings: Sequence[str | None], orgs: Sequence[str], car
 
 def apply_rollup(block: QuarterBlock, rollup: Rollup) -> QuarterBlock:
     """Sum member rows' quarter energy (unknown quarters count 0 in the sum; coverage is the
-    members' mean, so a group with a silent meter shows coverage < 1)."""
+    members' mean, so a group with a silent meter shows coverage < 1).
+
+    Rows are first summed over runs of consecutive rows that belong to the same groups (the
+    meters of one institution and carrier, usually listed together), one pass over the block;
+    the groups are then sums of those few run totals. Rows in no useful order take one sparse
+    product of the whole block instead."""
     from scipy import sparse
 
     rows, days, nq = block.q.shape
+    mat = rollup.matrix
+    starts = np.r_[0, np.flatnonzero(np.any(mat[:, 1:] != mat[:, :-1], axis=0)) + 1] if rows else np.zeros(0, int)
+    if rows and len(starts) <= rows // 2:
+        return _apply_rollup_runs(block, rollup, starts)
     mat = sparse.csr_matrix(rollup.matrix)       # each meter sits in a handful of groups
     members = rollup.matrix.sum(axis=1)
     inv_members = np.where(members > 0, 1.0 / np.maximum(members, 1), np.nan)[:, None]
@@ -296,6 +387,52 @@ def apply_rollup(block: QuarterBlock, rollup: Rollup) -> QuarterBlock:
             part[members == 0] = np.nan
         q[:, a:a + 2048] = part
         cov[:, a:a + 2048] = np.asarray(mat @ np.ascontiguousarray(c2[:, a:a + 2048])) * inv_members
+    return QuarterBlock(block.first_day, q.reshape(-1, days, nq), cov.reshape(-1, days, nq),
+                        rollup.ids, rollup.orgs, rollup.carriers)
+
+
+def _apply_rollup_runs(block: QuarterBlock, rollup: Rollup, starts: np.ndarray) -> QuarterBlock:
+    from scipy import sparse
+
+    rows, days, nq = block.q.shape
+    mat = rollup.matrix
+    members = mat.sum(axis=1)
+    inv_members = np.where(members > 0, 1.0 / np.maximum(members, 1), np.nan)[:, None]
+    q2 = block.q.reshape(rows, -1)
+    c2 = block.coverage.reshape(rows, -1)
+    ends = np.r_[starts[1:], rows]
+    width = q2.shape[1]
+    run_q = np.empty((len(starts), width))                          # NaN where a member is
+    run_c = np.empty((len(starts), width))
+    for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist())):  # (np.add.reduceat on axis 0 is slow)
+        np.add.reduce(q2[a:b], axis=0, out=run_q[k])
+        # coverage is mostly exactly 1: a run without a partly covered quarter sums to its length
+        if (c2[a:b] != 1.0).any():
+            np.add.reduce(c2[a:b], axis=0, out=run_c[k], dtype=np.float64)
+        else:
+            run_c[k].fill(b - a)
+    a_run = mat[:, starts]                                          # (groups, runs) 0/1
+    bad = np.flatnonzero(np.isnan(run_q).any(axis=1))
+    run_known = np.empty((bad.size, run_q.shape[1]))
+    for i, k in enumerate(bad):                                     # runs with an unknown quarter
+        sub = q2[starts[k]:ends[k]]
+        nan = np.isnan(sub)
+        run_q[k] = np.where(nan, 0.0, sub).sum(axis=0)
+        run_known[i] = (~nan).sum(axis=0)
+    a_sp = sparse.csr_matrix(a_run)
+    q = np.asarray(a_sp @ run_q)
+    q[members == 0] = np.nan
+    if bad.size:
+        clean = np.ones(len(starts), dtype=bool)
+        clean[bad] = False
+        need = np.flatnonzero((a_run[:, clean].sum(axis=1) == 0) & (members > 0))  # only runs with gaps
+        if need.size:
+            known = a_run[np.ix_(need, bad)] @ run_known > 0
+            sub = q[need]
+            sub[~known] = np.nan
+            q[need] = sub
+    cov = np.asarray(a_sp @ run_c)
+    cov *= inv_members
     return QuarterBlock(block.first_day, q.reshape(-1, days, nq), cov.reshape(-1, days, nq),
                         rollup.ids, rollup.orgs, rollup.carriers)
 
@@ -381,6 +518,7 @@ def block_from_counters(times_ns: np.ndarray, values: np.ndarray, specs, cal: Lo
     q = np.empty((m, nb))
     cov = np.empty((m, nb), dtype=np.float32)     # a fraction 0..1: float32 halves its memory
     events = []
+    buf = np.empty((min(chunk_rows, m), v.shape[1]))  # one delta buffer for every chunk
     groups: dict = {}
     for r, s in enumerate(spec_list):
         groups.setdefault(s, []).append(r)
@@ -390,7 +528,7 @@ def block_from_counters(times_ns: np.ndarray, values: np.ndarray, specs, cal: Lo
             # contiguous rows (the usual case: one spec for all) are sliced, not copied
             sl = slice(part[0], part[-1] + 1) if part[-1] - part[0] == len(part) - 1 else np.asarray(part)
             vv = v[sl]
-            d = counter_deltas(times_ns, vv, s)
+            d = counter_deltas(times_ns, vv, s, out=buf[:len(part)])
             if isinstance(sl, slice):
                 b = bin_energy(d, start, nb, gap_policy=gap_policy, out=(q[sl], cov[sl]))
                 if b.energy.base is None or not np.shares_memory(b.energy, q):  # general path: copy in
@@ -418,8 +556,10 @@ def daily_consumption(times_ns: np.ndarray, values: np.ndarray, spec, cal: Local
     cov = np.empty((m, n_days))
     start = int(cal.day_start_ns(first_day))
     nb = n_days * QUARTERS_PER_DAY
+    buf = np.empty((min(chunk_rows, m), v.shape[1]))
     for c0 in range(0, m, chunk_rows):
-        d = counter_deltas(times_ns, v[c0:c0 + chunk_rows], spec or CounterSpec())
+        vv = v[c0:c0 + chunk_rows]
+        d = counter_deltas(times_ns, vv, spec or CounterSpec(), out=buf[:vv.shape[0]])
         b = bin_energy(d, start, nb)
         e = b.energy.reshape(-1, n_days, QUARTERS_PER_DAY)
         known = ~np.isnan(e)
