@@ -26,6 +26,8 @@ from edge.point import Point
 MEASUREMENT = "position"
 
 Decoder = Callable[..., list[Point]]
+# the same, to ``(vehicle, time_ns, fields)`` tuples in measurement ``position``: no Point built
+FieldsDecoder = Callable[..., list[tuple[str, int, dict[str, object]]]]
 
 _VEHICLE_ID = re.compile(r"^[^\s\\,=\"]{1,64}$")
 
@@ -69,3 +71,15 @@ def decoder_for(fmt: str) -> Decoder:
         return table[fmt]
     except KeyError:
         raise PayloadError("unknown_format", fmt) from None
+
+
+def fields_decoder_for(fmt: str) -> FieldsDecoder | None:
+    """The format's ``decode_fields`` where it has one (our JSON), else ``None``.
+
+    The subscriber uses it to build the one Point it stores (with ``org``) instead of a codec
+    Point plus a copy; the checks and errors are those of ``decode``."""
+    if fmt == "json":
+        from collector.gps.codecs import json as json_codec
+
+        return json_codec.decode_fields
+    return None

@@ -18,7 +18,7 @@ from datetime import datetime
 
 import orjson
 
-from collector.gps.codecs import check_vehicle_id, position
+from collector.gps.codecs import MEASUREMENT, check_vehicle_id
 from edge.errors import PayloadError
 from edge.point import Point
 
@@ -78,50 +78,97 @@ def _num(obj: dict, key: str, required: bool = False) -> float | None:
     raise PayloadError("bad_number", f"{key}={v!r}"[:80])
 
 
-def _item(obj: object, vehicle: str | None) -> Point:
+_TIMES: dict[str, int] = {}  # time text -> ns: a fleet reports the same few seconds over and over
+_TIMES_MAX = 4096
+_IDS: set[str] = set()  # vehicle ids already checked by check_vehicle_id
+_IDS_MAX = 100_000
+_isfinite = math.isfinite
+
+
+def _time_ns(v: object) -> int:
+    """``parse_time`` with the ISO 8601 texts remembered (parse_time is a pure function of the text)."""
+    if type(v) is str:
+        t = _TIMES.get(v)
+        if t is None:
+            t = parse_time(v)
+            if len(_TIMES) >= _TIMES_MAX:
+                _TIMES.clear()
+            _TIMES[v] = t
+        return t
+    return parse_time(v)
+
+
+def _item_fields(obj: object, vehicle: str | None) -> tuple[str, int, dict[str, object]]:
+    """One object to (vehicle, time_ns, fields): the checks of ``position`` included, no Point built."""
     if type(obj) is not dict:
         raise PayloadError("not_an_object", type(obj).__name__)
     vid = obj.get("vehicle", vehicle)
     if vid is None:
         raise PayloadError("no_vehicle_id", "neither payload nor topic names the vehicle")
-    vid = check_vehicle_id(vid)
+    if type(vid) is not str or vid not in _IDS:
+        vid = check_vehicle_id(vid)
+        if len(_IDS) < _IDS_MAX:
+            _IDS.add(vid)
     if obj.get("fix", True) is False:
         raise PayloadError("no_fix", f"vehicle {vid}")
     if "time" not in obj:
         raise PayloadError("missing_field", "time")
-    t = parse_time(obj["time"])
+    t = _time_ns(obj["time"])
     lat = _num(obj, "lat", True)
     lon = _num(obj, "lon", True)
-    fields: dict[str, object] = {}
+    fields: dict[str, object] = {"lat": lat, "lon": lon}
     for k, kind in OPTIONAL.items():
         v = obj.get(k)
         if v is None:
             continue
         if kind == "num":
-            fields[k] = _num(obj, k)
+            # _num inlined: a finite float, or an int that fits 64 bits (as a float)
+            tv = type(v)
+            if tv is float:
+                if not _isfinite(v):
+                    raise PayloadError("bad_number", f"{k}={v!r}")
+            elif tv is int and -(2**63) <= v < 2**64:
+                v = float(v)
+            else:
+                raise PayloadError("bad_number", f"{k}={v!r}"[:80])
         elif kind == "bool":
             if type(v) is not bool:
                 raise PayloadError("bad_field", f"{k}={v!r}"[:80])
-            fields[k] = v
-        else:
-            if type(v) is not int or not 0 <= v <= 1000:
-                raise PayloadError("bad_field", f"{k}={v!r}"[:80])
-            fields[k] = v
-    return position(vid, t, lat, lon, **fields)  # type: ignore[arg-type]
+        elif type(v) is not int or not 0 <= v <= 1000:
+            raise PayloadError("bad_field", f"{k}={v!r}"[:80])
+        fields[k] = v
+    # what codecs.position checks (lat and lon are finite floats here: _num refused the others)
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):  # type: ignore[operator]
+        raise PayloadError("coordinates_out_of_range", f"lat={lat} lon={lon}")
+    return vid, t, fields
 
 
-def decode(payload: bytes, *, vehicle: str | None = None, now_ns: int | None = None) -> list[Point]:
+def _item(obj: object, vehicle: str | None) -> Point:
+    vid, t, fields = _item_fields(obj, vehicle)
+    return Point(MEASUREMENT, {"vehicle": vid}, fields, t)
+
+
+def decode_fields(payload: bytes, *, vehicle: str | None = None,
+                  now_ns: int | None = None) -> list[tuple[str, int, dict[str, object]]]:
+    """``decode`` without the Points: ``(vehicle, time_ns, fields)`` per position, same checks and
+    errors. The subscriber builds the one Point it stores from these (tags with ``org``)."""
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as e:
         raise PayloadError("bad_json", str(e)[:120]) from None
+    if type(doc) is dict:
+        return [_item_fields(doc, vehicle)]
     if isinstance(doc, list):
         if not doc:
             raise PayloadError("empty_batch")
         if len(doc) > MAX_ITEMS:
             raise PayloadError("batch_too_large", f"{len(doc)} > {MAX_ITEMS}")
-        return [_item(o, vehicle) for o in doc]
-    return [_item(doc, vehicle)]
+        return [_item_fields(o, vehicle) for o in doc]
+    return [_item_fields(doc, vehicle)]
+
+
+def decode(payload: bytes, *, vehicle: str | None = None, now_ns: int | None = None) -> list[Point]:
+    return [Point(MEASUREMENT, {"vehicle": v}, f, t) for v, t, f in decode_fields(payload, vehicle=vehicle)]
 
 
 def encode(vehicle: str | None, time_ns: int, lat: float, lon: float, **fields: object) -> bytes:
