@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -85,6 +86,9 @@ def run(config: Path = SiteOpt, log_level: str = typer.Option("info", help="debu
     from edge.service import EdgeService
     from edge.site import compile_site
     setup_logging(log_level)
+    if os.environ.get("EDGE_TRACEMALLOC"):
+        from edge.memory import trace_on_signal
+        trace_on_signal(os.environ["EDGE_TRACEMALLOC"])
     try:
         compiled = compile_site(config)
         asyncio.run(EdgeService(compiled.site).run_until_stopped(for_s))

@@ -18,7 +18,7 @@ the outbox, and only then commits the tracker, so a failed commit leaves nothing
 from __future__ import annotations
 
 import math
-from collections import deque
+from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -31,6 +31,7 @@ NULL_ISLAND_DEG = 1e-6
 JUMP_SLACK_M = 200.0  # GPS noise and multipath allowance on top of max speed x time
 JUMP_RESET = 3
 RECENT = 256  # timestamps remembered per vehicle for duplicate detection
+_NO_TIMES = [-(2**63)] * RECENT  # an empty slot: no real fix is that old
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -62,15 +63,19 @@ class _Track:
     time_ns: int
     lat: float
     lon: float
-    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT))
-    recent_set: set = field(default_factory=set)
+    # the last RECENT accepted times, a ring of int64 allocated whole at first sight: a vehicle's
+    # memory is the same after its first fix as after a day (a soak must not see it fill up)
+    recent: array = field(default_factory=lambda: array("q", _NO_TIMES))
+    pos: int = 0
     jumps: list = field(default_factory=list)  # consecutive rejected (time_ns, lat, lon)
 
     def remember(self, t: int) -> None:
-        if len(self.recent) == self.recent.maxlen:
-            self.recent_set.discard(self.recent[0])
-        self.recent.append(t)
-        self.recent_set.add(t)
+        self.recent[self.pos] = t
+        self.pos = (self.pos + 1) % RECENT
+
+    def seen(self, t: int) -> bool:
+        # every remembered time is <= time_ns (the newest accepted): a newer fix needs no search
+        return t <= self.time_ns and t in self.recent
 
 
 @dataclass
@@ -85,7 +90,7 @@ class _Stage:
     new_times: list = field(default_factory=list)
 
     def seen(self, t: int) -> bool:
-        return t in self.new_times or (self.base is not None and t in self.base.recent_set)
+        return t in self.new_times or (self.base is not None and self.base.seen(t))
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,3 +69,18 @@ def test_gcj02_offset_in_hangzhou_is_a_few_hundred_metres():
     d = haversine_m(30.2741, 120.1551, glat, glon)
     assert 300 < d < 700  # the familiar "map is off by ~500 m" of Chinese web maps
     assert wgs84_to_gcj02(48.85, 2.35) == (48.85, 2.35)  # outside China: unchanged
+
+
+def test_duplicates_are_caught_over_the_last_256_fixes_in_or_out_of_order():
+    from collector.gps.validate import RECENT
+    tr = Tracker(max_speed_kmh=120)
+    times = [NOW + k * S for k in range(300)]
+    for t in times:  # one commit per fix, like one MQTT batch each
+        tr.commit(tr.check([pos(t)]))
+    # a redelivered recent fix, and an out-of-order one: caught
+    redelivered = tr.check([pos(times[-1]), pos(times[-RECENT])])
+    assert [e.reason for _, e in redelivered.rejected] == ["duplicate", "duplicate"]
+    # older than the window: taken as a new (late) fix, and InfluxDB overwrites the same point
+    assert len(tr.check([pos(times[-RECENT - 1])]).accepted) == 1
+    # a late fix that was never seen, inside the window's time span: accepted
+    assert len(tr.check([pos(times[-3] + S // 2)]).accepted) == 1
