@@ -195,6 +195,7 @@ class GpsCollector:
         self._conn_gen = 0
         self._routes_seen: dict[str, tuple[Route | None, str | None]] = {}
         self._last_error: str | None = None
+        self.intake: str | None = None  # how the current connection's messages come in: see _Inbox.mode
 
     # -- public ---------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -210,6 +211,7 @@ class GpsCollector:
             "unknown_vehicle_messages": self.unknown_count,
             "reconnects": self.reconnects,
             "batches": self.batches,
+            "intake": self.intake,
         }
 
     def subscriptions(self) -> list[str]:
@@ -269,6 +271,7 @@ class GpsCollector:
         inbox = _Inbox(client)  # before connecting: a persistent session's backlog comes right after CONNACK
         async with client:
             inbox.attach()
+            self.intake = inbox.mode
             self._conn_gen += 1
             gen = self._conn_gen
             # a persistent session's backlog comes before the SUBACK: take it in while subscribing
@@ -525,6 +528,25 @@ class _Stream:
         return getattr(self._sock, name)
 
 
+_VARINT_SHORT, _VARINT_BAD = -1, -2
+
+
+def _varint(buf: bytes, i: int, end: int) -> tuple[int, int]:
+    """The MQTT variable byte integer at ``buf[i:end]``: (value, index after it), the index being
+    ``_VARINT_SHORT`` when ``end`` comes first and ``_VARINT_BAD`` past 4 bytes (malformed)."""
+    value = shift = 0
+    while i < end:
+        d = buf[i]
+        i += 1
+        value |= (d & 127) << shift
+        if d < 128:
+            return value, i
+        shift += 7
+        if shift >= 28:
+            return value, _VARINT_BAD
+    return value, _VARINT_SHORT
+
+
 class _Inbox:
     """Messages from paho to the collector for one connection.
 
@@ -574,6 +596,14 @@ class _Inbox:
             pc._sock = self._st  # noqa: SLF001
             self._fd = sock.fileno()
             self._loop.add_reader(self._fd, self._on_readable)  # replaces aiomqtt's reader for this socket
+
+    @property
+    def mode(self) -> str:
+        """``socket``: read and parsed here; ``paho``: paho's reader (TLS), messages from its
+        ``on_message``; ``iterator``: aiomqtt's own iterator (internals missing)."""
+        if self._st is not None:
+            return "socket"
+        return "paho" if self.fast else "iterator"
 
     # -- paho's side (event-loop thread) --------------------------------------------------------
     def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
@@ -629,19 +659,10 @@ class _Inbox:
                     continue
                 # fixed header: type and flags, remaining length (1 to 4 bytes)
                 b0 = buf[pos]
-                i = pos + 1
-                length = 0
-                shift = 0
-                while i < n and shift < 28:
-                    d = buf[i]
-                    i += 1
-                    length |= (d & 127) << shift
-                    shift += 7
-                    if d < 128:
-                        break
-                else:
-                    if shift < 28:
-                        break  # the length is not all here yet
+                length, i = _varint(buf, pos + 1, n)
+                if i == _VARINT_SHORT:
+                    break  # the length is not all here yet
+                if i == _VARINT_BAD:
                     i = n + 1  # more than 4 bytes: malformed, paho says so
                 end = i + length
                 if end > n:
@@ -660,15 +681,8 @@ class _Inbox:
                         mid = buf[j] << 8 | buf[j + 1] if j + 2 <= end else 0
                         j += 2
                     if v5:  # properties: a length, then what we do not use
-                        k, plen, shift = j, 0, 0
-                        while k < end and shift < 28:
-                            d = buf[k]
-                            k += 1
-                            plen |= (d & 127) << shift
-                            shift += 7
-                            if d < 128:
-                                break
-                        else:
+                        plen, k = _varint(buf, j, end)
+                        if k < 0:
                             k = end + 1  # no property length: malformed
                         j = k + plen
                     if j <= end and (qos == 0 or mid > 0):

@@ -13,6 +13,7 @@ from edge.clock import FakeClock
 from edge.config import Mqtt, MqttProtocol, PayloadFormat, Tls, Topic, UnknownVehiclePolicy, Vehicle
 from edge.errors import ConfigError
 from simulators.vehicles import Faults, VehicleFleet
+from tests.support.gps import start, stop
 
 ORG = "330000/330100/330106/inst-042"
 
@@ -24,22 +25,6 @@ def fleet_vehicles(fleet: VehicleFleet) -> list[Vehicle]:
 def mqtt_cfg(url: str, fmt: str = "json", **kw) -> Mqtt:
     return Mqtt(broker=url, client_id=kw.pop("client_id", "edge-under-test"),
                 topics=(Topic(pattern="vehicles/+/position", format=PayloadFormat(fmt)),), **kw)
-
-
-async def start(col: GpsCollector) -> asyncio.Task:
-    task = asyncio.create_task(col.run())
-    deadline = time.monotonic() + 15
-    while not col.connected:
-        assert time.monotonic() < deadline, "collector did not connect"
-        assert not task.done(), task
-        await asyncio.sleep(0.02)
-    return task
-
-
-async def stop(task: asyncio.Task) -> None:
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
 
 
 def stored_keys(ingest) -> Counter:
