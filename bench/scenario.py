@@ -39,7 +39,7 @@ def run(quick: bool = False) -> dict:
     figs: dict[str, dict] = {}
     summaries: list[str] = []
     parts = [("county", ("bench.county_lost",), _county), ("stress", ("bench.stress_cpu_cores", "bench.stress_rss_mb"), _stress),
-             ("scaleout", ("bench.scaleout_ratio",), _scaleout), ("soak", ("bench.soak_mem_growth_pct",), _soak)]
+             ("scaleout", ("bench.scaleout_ratio", "bench.scaleout_ratio_equal_cpu"), _scaleout), ("soak", ("bench.soak_mem_growth_pct",), _soak)]
     only = {p for p in os.environ.get("BENCH_PARTS", "").split(",") if p}
     for name, names, fn in parts:
         if only and name not in only:
@@ -118,10 +118,35 @@ def _scaleout(quick: bool, figs: dict, summaries: list) -> None:
         "doubled": so["doubled"], "lost_unexplained": so["lost_unexplained"],
         "cpu_s_during_drain": {"one": so["one"]["cpu_s"], "two": so["two"]["cpu_s"]},
         "cores_busy": {"one": so["one"]["cores_busy"], "two": so["two"]["cores_busy"]},
-        "edge_cpu_ms_per_1000_positions": {
-            k: round(1000 * sum(v for n, v in so[k]["cpu_s"].items() if n.startswith("edge-")) / so[k]["positions"] * 1000, 1)
-            for k in ("one", "two")},
+        "edge_cpu_ms_per_1000_positions": _edge_cpu(so),
     }
+    # the same with each edge held to half a core, as if on a host of its own: what the edges do
+    # when they do not share the machine's two cores with each other, Mosquitto and influxd
+    from simulators.bench.scaleout import cpu_budget_available
+    cores = float(os.environ.get("BENCH_SCALEOUT_CORES_PER_EDGE", 0.5))
+    goal = ">= 1.7 (each edge held to {:g} core by a cgroup CFS quota)".format(cores)
+    why = "skipped in quick mode" if quick else cpu_budget_available()
+    if why:
+        figs["bench.scaleout_ratio_equal_cpu"] = _null(why, "x", goal)
+        return
+    eq = run_scaleout(WORK / "scaleout", vehicles=veh, ticks=ticks, cores_per_edge=cores)
+    r = eq["ratio"]
+    figs["bench.scaleout_ratio_equal_cpu"] = {
+        "value": None if r is None else round(r, 3), "unit": "x", "baseline": 1.0,
+        "baseline_what": f"one edge held to {cores:g} core on the same backlog ({eq['one']['positions_per_s']:.0f} positions/s)",
+        "ratio": None if r is None else round(r, 3), "goal": goal, "met": r is not None and r >= 1.7,
+        "one_positions_per_s": eq["one"]["positions_per_s"], "two_positions_per_s": eq["two"]["positions_per_s"],
+        "backlog_positions": eq["two"]["positions"], "per_edge": eq["two"]["per_edge"],
+        "doubled": eq["doubled"], "lost_unexplained": eq["lost_unexplained"],
+        "cores_busy": {"one": eq["one"]["cores_busy"], "two": eq["two"]["cores_busy"]},
+        "edge_cpu_ms_per_1000_positions": _edge_cpu(eq),
+    }
+
+
+def _edge_cpu(so: dict) -> dict:
+    """The edges' CPU milliseconds per 1,000 positions during the drain, one edge and two."""
+    return {k: round(1e6 * sum(v for n, v in so[k]["cpu_s"].items() if n.startswith("edge-")) / so[k]["positions"], 1)
+            for k in ("one", "two")}
 
 
 

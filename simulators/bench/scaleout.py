@@ -11,10 +11,12 @@ sent (no message taken by both).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 import psutil
@@ -58,13 +60,52 @@ def _cpu_s(bench: Bench) -> dict[str, float]:
     return out
 
 
+CPU_CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")  # cgroup v1 cpu controller (CFS quota)
+
+
+def cpu_budget_available() -> str | None:
+    """None when each edge can be given a CPU budget of its own (cgroup v1 CFS quota), else why not."""
+    if not (CPU_CGROUP_ROOT / "cgroup.procs").exists():
+        return "no cgroup v1 cpu controller at /sys/fs/cgroup/cpu"
+    if not os.access(CPU_CGROUP_ROOT, os.W_OK):
+        return "/sys/fs/cgroup/cpu is not writable (needs root)"
+    return None
+
+
+@contextlib.contextmanager
+def cpu_budget(pids: list[int], cores: float | None) -> Iterator[None]:
+    """Hold each process to ``cores`` CPUs (a CFS quota in a cgroup of its own) inside the block:
+    instances measured as if each ran on a host of its own size, whatever else shares this one."""
+    if cores is None:
+        yield
+        return
+    groups = []
+    try:
+        for pid in pids:
+            g = CPU_CGROUP_ROOT / f"sensing-edge-bench-{pid}"
+            g.mkdir(exist_ok=True)
+            groups.append(g)
+            (g / "cpu.cfs_period_us").write_text("100000")
+            (g / "cpu.cfs_quota_us").write_text(str(int(cores * 100000)))
+            (g / "cgroup.procs").write_text(str(pid))
+        yield
+    finally:
+        for g, pid in zip(groups, pids):
+            with contextlib.suppress(OSError):
+                (CPU_CGROUP_ROOT / "cgroup.procs").write_text(str(pid))
+            with contextlib.suppress(OSError):
+                g.rmdir()
+
+
 def measure(edges: int, workdir: Path, ticks: int, scn: Scenario,
-            announce: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    with Bench(scn, workdir, store="influxdb", chaos=False, edges=edges, shared_group=GROUP, announce=announce) as bench:
+            announce: Callable[[str], None] = lambda s: None, cores_per_edge: float | None = None) -> dict[str, Any]:
+    with Bench(scn, workdir, store="influxdb", chaos=False, edges=edges, shared_group=GROUP, announce=announce) as bench, \
+            contextlib.ExitStack() as stack:
         bench.start_infrastructure()
         ports = bench.start_meters()
         bench._ports = ports
         bench.start_edges(ports, meter_split=True)
+        stack.enter_context(cpu_budget([e.proc.proc.pid for e in bench.edges], cores_per_edge))
         run_start_ns = time.time_ns()
         t0 = time.monotonic()
         http = httpx.Client(timeout=10)  # one kept-alive client: polling must not cost the edges' cores
@@ -93,7 +134,8 @@ def measure(edges: int, workdir: Path, ticks: int, scn: Scenario,
         cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}
         bench.event(time.monotonic() - t0, "backlog committed", s=round(took, 2), per_edge=per_edge)
         report = finish(bench, t0, run_start_ns, time.monotonic() - t0)
-    return {"edges": edges, "positions": acked, "seconds": took, "positions_per_s": acked / took if took else None,
+    return {"edges": edges, "cores_per_edge": cores_per_edge, "positions": acked, "seconds": took,
+            "positions_per_s": acked / took if took else None,
             "per_edge": per_edge, "accounting": report["accounting"], "cpu_s": cpu,
             "cores_busy": round(sum(cpu.values()) / took, 2) if took else None,
             "meters_per_edge": [sum(1 for _ in e.site_file.read_text().splitlines() if _.startswith("- id: m-"))
@@ -101,11 +143,13 @@ def measure(edges: int, workdir: Path, ticks: int, scn: Scenario,
 
 
 def run_scaleout(workdir: Path, vehicles: int = 500, ticks: int = 40,
-                 announce: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """One edge, then two, on the same backlog; the ratio of their throughputs."""
+                 announce: Callable[[str], None] = lambda s: None, cores_per_edge: float | None = None) -> dict[str, Any]:
+    """One edge, then two, on the same backlog; the ratio of their throughputs. With ``cores_per_edge``
+    each edge is held to that many CPUs (``cpu_budget``)."""
     scn = scaleout_scenario(vehicles)
-    one = measure(1, Path(workdir) / "one", ticks, scn, announce)
-    two = measure(2, Path(workdir) / "two", ticks, scn, announce)
+    sub = "" if cores_per_edge is None else f"-{cores_per_edge:g}cpu"
+    one = measure(1, Path(workdir) / f"one{sub}", ticks, scn, announce, cores_per_edge)
+    two = measure(2, Path(workdir) / f"two{sub}", ticks, scn, announce, cores_per_edge)
     ratio = two["positions_per_s"] / one["positions_per_s"] if one["positions_per_s"] and two["positions_per_s"] else None
     doubled = sum(two["per_edge"]) - two["positions"]
     return {"one": one, "two": two, "ratio": ratio, "doubled": doubled,
