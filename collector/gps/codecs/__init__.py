@@ -41,12 +41,17 @@ def check_vehicle_id(v: object) -> str:
     return v
 
 
+def check_range(lat: float, lon: float) -> None:
+    """Finite WGS-84 degrees inside the globe, else ``coordinates_out_of_range``."""
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise PayloadError("coordinates_out_of_range", f"lat={lat} lon={lon}")
+
+
 def position(vehicle: str, time_ns: int, lat: float, lon: float, **fields: object) -> Point:
     """Build a position Point; fields that are ``None`` are left out (only what the payload has)."""
     if not (math.isfinite(lat) and math.isfinite(lon)):
         raise PayloadError("bad_coordinates", f"lat={lat!r} lon={lon!r}")
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        raise PayloadError("coordinates_out_of_range", f"lat={lat} lon={lon}")
+    check_range(lat, lon)
     out: dict[str, object] = {"lat": float(lat), "lon": float(lon)}
     for k, v in fields.items():
         if v is None:

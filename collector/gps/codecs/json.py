@@ -18,7 +18,7 @@ from datetime import datetime
 
 import orjson
 
-from collector.gps.codecs import MEASUREMENT, check_vehicle_id
+from collector.gps.codecs import MEASUREMENT, check_range, check_vehicle_id
 from edge.errors import PayloadError
 from edge.point import Point
 
@@ -82,7 +82,6 @@ _TIMES: dict[str, int] = {}  # time text -> ns: a fleet reports the same few sec
 _TIMES_MAX = 4096
 _IDS: set[str] = set()  # vehicle ids already checked by check_vehicle_id
 _IDS_MAX = 100_000
-_isfinite = math.isfinite
 
 
 def _time_ns(v: object) -> int:
@@ -122,30 +121,15 @@ def _item_fields(obj: object, vehicle: str | None) -> tuple[str, int, dict[str, 
         if v is None:
             continue
         if kind == "num":
-            # _num inlined: a finite float, or an int that fits 64 bits (as a float)
-            tv = type(v)
-            if tv is float:
-                if not _isfinite(v):
-                    raise PayloadError("bad_number", f"{k}={v!r}")
-            elif tv is int and -(2**63) <= v < 2**64:
-                v = float(v)
-            else:
-                raise PayloadError("bad_number", f"{k}={v!r}"[:80])
+            v = _num(obj, k)
         elif kind == "bool":
             if type(v) is not bool:
                 raise PayloadError("bad_field", f"{k}={v!r}"[:80])
         elif type(v) is not int or not 0 <= v <= 1000:
             raise PayloadError("bad_field", f"{k}={v!r}"[:80])
         fields[k] = v
-    # what codecs.position checks (lat and lon are finite floats here: _num refused the others)
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):  # type: ignore[operator]
-        raise PayloadError("coordinates_out_of_range", f"lat={lat} lon={lon}")
+    check_range(lat, lon)  # type: ignore[arg-type]  # finite floats here: _num refused the others
     return vid, t, fields
-
-
-def _item(obj: object, vehicle: str | None) -> Point:
-    vid, t, fields = _item_fields(obj, vehicle)
-    return Point(MEASUREMENT, {"vehicle": vid}, fields, t)
 
 
 def decode_fields(payload: bytes, *, vehicle: str | None = None,
@@ -156,8 +140,6 @@ def decode_fields(payload: bytes, *, vehicle: str | None = None,
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError as e:
         raise PayloadError("bad_json", str(e)[:120]) from None
-    if type(doc) is dict:
-        return [_item_fields(doc, vehicle)]
     if isinstance(doc, list):
         if not doc:
             raise PayloadError("empty_batch")
