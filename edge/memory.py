@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 
-log = logging.getLogger(__name__)
 
 _trim = None
 try:
