@@ -317,7 +317,10 @@ def _final_fits(y2: np.ndarray, t: np.ndarray, kinds: list[str], hbp: np.ndarray
     ok_rows = n > p
     xtx[~ok_rows] = np.eye(3)                     # too few days: fitted as NaN below
     xtx_inv = np.linalg.pinv(xtx)
-    beta = np.einsum("mkl,ml->mk", xtx_inv, xty)
+    # pinv's SVD leaves round-off (1e-12) in the decoupled blocks, and which sign it takes depends on
+    # the CPU's BLAS: cut the inverse back to the used block so an unused term is 0 by construction
+    xtx_inv = np.where(both, xtx_inv, 0.0) + np.eye(3)[None] * (~used)[:, :, None]
+    beta = np.einsum("mkl,ml->mk", xtx_inv, xty) * used
     resid = (Y - np.matmul(X, beta[:, :, None])[:, :, 0]) * W
     with np.errstate(divide="ignore", invalid="ignore"):
         sse = (resid * resid).sum(axis=1)

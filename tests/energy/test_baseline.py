@@ -55,6 +55,26 @@ def test_flat_use_is_intercept_only_and_negative_slopes_never_qualify():
     assert m.model_type in ("intercept_only", "cdd_only") and m.beta_hdd == 0.0
 
 
+def test_unused_terms_are_exactly_zero_on_any_blas():
+    """Regression (a 2-core AMD EPYC got ``cdd_only`` with beta_hdd = -1.99e-12): the final fit uses
+    only the chosen model's columns, so a term the model lacks is 0.0 exactly, not round-off."""
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(120):
+        t = 15 + 12 * np.sin(np.arange(365) / 365 * 2 * np.pi) + rng.normal(0, 3, 365)
+        cool = rng.uniform(50, 500) + rng.uniform(0, 20) * np.maximum(t - f_to_c(rng.uniform(55, 75)), 0)
+        heat = rng.uniform(50, 500) + rng.uniform(0, 20) * np.maximum(f_to_c(rng.uniform(55, 75)) - t, 0)
+        ys = np.stack([cool + rng.normal(0, rng.uniform(1, 40), 365), heat + rng.normal(0, rng.uniform(1, 40), 365),
+                       np.full(365, rng.uniform(1, 1000))])
+        for m in fit_daily_models(ys, t):
+            seen.add(m.model_type)
+            if m.model_type in ("intercept_only", "cdd_only"):
+                assert m.beta_hdd == 0.0, m
+            if m.model_type in ("intercept_only", "hdd_only"):
+                assert m.beta_cdd == 0.0, m
+    assert {"intercept_only", "hdd_only", "cdd_only"} <= seen
+
+
 def test_short_baseline_is_flagged_insufficient():
     t = synthetic_temps()[:200]
     y = 100 + 5 * np.maximum(f_to_c(60) - t, 0)
