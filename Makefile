@@ -3,19 +3,32 @@ SHELL := /bin/bash
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | md5sum | cut -c1-12)
+UV_VERSION := 0.13.9
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-fast bench lint system-deps venv clean
+.PHONY: demo test test-fast bench lint lock system-deps venv clean
 
-$(STAMP): pyproject.toml
+# Every dependency, direct and transitive, at the version and hashes in requirements.lock; then the
+# project itself (no dependency resolution, no build isolation: its build backend is in the lock too).
+$(STAMP): pyproject.toml $(LOCK)
 	@command -v $(PY) >/dev/null || { echo "need $(PY) (Python 3.11)"; exit 1; }
 	@[ -x $(BIN)/python ] || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
+
+# Re-resolve requirements.lock from pyproject.toml's ranges: `make lock` upgrades everything,
+# `make lock PACKAGE=numpy` only that package. Then `make test`, and commit both files.
+lock:
+	@[ -x .venv-lock/bin/uv ] || { $(PY) -m venv .venv-lock && .venv-lock/bin/python -m pip install -q uv==$(UV_VERSION); }
+	printf 'setuptools>=68\nwheel\n' | .venv-lock/bin/uv pip compile pyproject.toml - --extra test --universal \
+	  --python-version 3.11 --generate-hashes -o $(LOCK) \
+	  $(if $(PACKAGE),--upgrade-package $(PACKAGE),--upgrade)
 
 # Mosquitto, InfluxDB 1.x, mbpoll, Chromium and a CJK font (dashboard screenshots) from Debian, only when missing.
 system-deps:
@@ -49,4 +62,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check edge collector analytics api simulators tests bench
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-lock var build *.egg-info .pytest_cache
