@@ -91,9 +91,9 @@ def _ours(times, values, temp, first_day) -> tuple[dict, dict]:
     """The full pipeline once: stage wall times and a summary."""
     import numpy as np
 
-    from analytics.baseline import fit_daily_models
-    from analytics.counters import CounterSpec
-    from analytics.energy import apply_rollup, block_from_counters, compute_indicators, rollup_by_org
+    from analytics.energy.baseline import fit_daily_models
+    from analytics.energy.counters import CounterSpec
+    from analytics.energy.indicators import apply_rollup, block_from_counters, compute_indicators, rollup_by_org
     from analytics.periods import LocalCalendar, Period
     from analytics.workcal import WorkCalendar
 
@@ -180,7 +180,7 @@ def _pandas_pipeline(times, values, temp, first_day) -> tuple[dict, dict]:
     import pandas as pd
     from scipy import stats
 
-    from analytics.factors import FactorSet
+    from analytics.energy.factors import FactorSet
     from analytics.periods import LocalCalendar
     from analytics.workcal import WorkCalendar
 
@@ -355,8 +355,8 @@ def _child(kind: str, data_dir: str) -> dict:
         cpu0 = _cpu()
         if kind == "sums":
             # like for like with pandas: daily sums only, same counter rules as the full pipeline
-            from analytics.counters import CounterSpec
-            from analytics.energy import daily_consumption
+            from analytics.energy.counters import CounterSpec
+            from analytics.energy.indicators import daily_consumption
             from analytics.periods import LocalCalendar
 
             t0, cpu0 = time.perf_counter(), _cpu()
@@ -365,7 +365,7 @@ def _child(kind: str, data_dir: str) -> dict:
             elapsed = time.perf_counter() - t0
             extra = {"check_kwh": float(np.nansum(daily))}
         elif kind == "ours":
-            import analytics.baseline  # noqa: F401  (imports, scipy.stats, not timed)
+            import analytics.energy.baseline  # noqa: F401  (imports, scipy.stats, not timed)
 
             cpu0 = _cpu()
             stages, extra = _ours(times, values, temp, first_day)

@@ -1,9 +1,9 @@
 """fleet.segment_1m_fixes_s: clean + segment 1 M fixes (200 vehicles x 5,000) vs trackintel.
 
-Data: seeded synthetic urban tracks (analytics.fleet_synth: parking jitter, sleeping terminals,
+Data: seeded synthetic urban tracks (analytics.fleet.synth: parking jitter, sleeping terminals,
 traffic-light waits, dropped fixes, tunnel gaps), one fix every 10 s.
 
-Ours: ``analytics.tracks.clean`` then ``analytics.trips.segment`` (distance/time method, the one
+Ours: ``analytics.fleet.tracks.clean`` then ``analytics.fleet.trips.segment`` (distance/time method, the one
 trackintel also implements), over all 200 vehicles at once; best of 5 runs (median reported too).
 
 Baseline: trackintel 1.4 ``generate_staypoints(method="sliding")`` + ``generate_triplegs`` on the
@@ -40,9 +40,9 @@ def _trackintel(tr) -> int:
 
 
 def run(quick: bool = False) -> dict:
-    from analytics.fleet_synth import synth_fleet
-    from analytics.tracks import clean
-    from analytics.trips import Method, TripParams, segment
+    from analytics.fleet.synth import synth_fleet
+    from analytics.fleet.tracks import clean
+    from analytics.fleet.trips import Method, TripParams, segment
 
     n_veh, n_fix, n_base = (10, 1000, 2) if quick else (200, 5000, 200)
     tracks, _ = synth_fleet(n_veh, n_fix, seed=8)

@@ -126,14 +126,14 @@ def _mount() -> None:
     simulate.add_typer(vehicles_app, name="vehicles")
     from api.keys_cli import app as keys_app
     app.add_typer(keys_app, name="keys", help="API keys: create, list, revoke (stored hashed with argon2).")
-    from analytics.cli_energy import baseline_cmd, energy_cmd, use_query_factory
+    from analytics.energy.cli import baseline_cmd, energy_cmd, use_query_factory
     from edge.delivery import build_query
     use_query_factory(lambda site: build_query(site.store))
     analytics.command("energy")(energy_cmd)
     analytics.command("baseline")(baseline_cmd)
     from simulators.bench_cli import app as bench_app
     app.add_typer(bench_app, name="bench", help="Test bench: scenarios with chaos, accounting, scale-out and soak.")
-    from analytics.cli_fleet import fleet as fleet_cmd
+    from analytics.fleet.cli import fleet as fleet_cmd
     analytics.command("fleet")(fleet_cmd)
 
 

@@ -135,10 +135,10 @@ class EdgeService:
         """Live fleet alerts (overspeed, long idle, out of hours, geofences, lost signal) as positions arrive."""
         if not self.site.vehicles:
             return None
-        from analytics.alerts import AlertEngine
-        from analytics.fleet import WorkingTime
-        from analytics.fleet_jobs import params_from_config
-        from analytics.geo import fences_from_config
+        from analytics.fleet.alerts import AlertEngine
+        from analytics.fleet.indicators import WorkingTime
+        from analytics.fleet.jobs import params_from_config
+        from analytics.fleet.geo import fences_from_config
         from analytics.workcal import WorkCalendar
         _, rules = params_from_config(self.site.fleet)
         working = WorkingTime.from_workcal(WorkCalendar.from_config(self.site.analytics))
@@ -177,7 +177,7 @@ class EdgeService:
             self.gps = GpsCollector(self.site.mqtt, self.site.vehicles, self.ingest, clock=self.clock,
                                     broker_url=self._broker_url())
             self.components.append(Component("gps", self.gps.run, self.gps.stats))
-        from analytics.jobs import IndicatorJob
+        from analytics.scheduler import IndicatorJob
         self.indicators = IndicatorJob(self.site, self.query, self.ingest, clock=self.clock)
         self.ingest.observers.append(self.indicators.observe)
         self.components.append(Component("indicators", self.indicators.run,

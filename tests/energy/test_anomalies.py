@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from analytics.anomalies import baseline_anomalies, counter_anomalies, night_load_anomalies
-from analytics.baseline import f_to_c, fit_daily_models
-from analytics.counters import CounterSpec, counter_deltas
+from analytics.energy.anomalies import baseline_anomalies, counter_anomalies, night_load_anomalies
+from analytics.energy.baseline import f_to_c, fit_daily_models
+from analytics.energy.counters import CounterSpec, counter_deltas
 
 H = 3600 * 10**9
 D = 24 * H

@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 
-from analytics.baseline import f_to_c, fit_daily_models, savings
+from analytics.energy.baseline import f_to_c, fit_daily_models, savings
 
 
 def synthetic_temps(n=365, seed=0):
@@ -161,7 +161,7 @@ def test_school_2018_agrees_with_eemeter_caltrack_legacy(school_daily, eemeter_l
 
 
 def test_weather_csv_and_daily_means_in_shanghai_days():
-    from analytics.baseline import daily_mean_temperature, parse_temperature_csv
+    from analytics.energy.baseline import daily_mean_temperature, parse_temperature_csv
     from analytics.periods import LocalCalendar
     import datetime as dt
 

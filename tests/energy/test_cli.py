@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 from typer.testing import CliRunner
 
-from analytics.cli_energy import app
+from analytics.energy.cli import app
 from analytics.periods import LocalCalendar
 from edge.point import parse_lines
 
@@ -50,7 +50,7 @@ def test_energy_verb_without_source_says_so(tmp_path):
 def test_energy_verb_through_a_wired_query_layer(tmp_path):
     import pytest
 
-    import analytics.cli_energy as cli
+    import analytics.energy.cli as cli
     store_mod = pytest.importorskip("edge.store")
     query_mod = pytest.importorskip("edge.query")
     from edge.point import Point

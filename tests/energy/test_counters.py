@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from analytics.counters import CounterSpec, GapPolicy, Status, bin_energy, counter_deltas
+from analytics.energy.counters import CounterSpec, GapPolicy, Status, bin_energy, counter_deltas
 
 Q = 900 * 10**9
 ROLL = 42949672.96  # uint32 raw x 0.01 kWh

@@ -9,9 +9,9 @@ import warnings
 import numpy as np
 import pytest
 
-from analytics.baseline import fit_daily_models
-from analytics.counters import CounterSpec, bin_energy, counter_deltas
-from analytics.energy import QuarterBlock, apply_rollup, compute_indicators, rollup_by_org
+from analytics.energy.baseline import fit_daily_models
+from analytics.energy.counters import CounterSpec, bin_energy, counter_deltas
+from analytics.energy.indicators import QuarterBlock, apply_rollup, compute_indicators, rollup_by_org
 from analytics.periods import Period
 
 Q = 900 * 10**9
@@ -67,7 +67,7 @@ def test_day_indicators_equal_the_definitions(cal, workcal, seed, night, cov_dty
 
 @pytest.mark.parametrize("seed", range(3))
 def test_rollup_run_path_equals_sparse_path(cal, seed, monkeypatch):
-    import analytics.energy as energy
+    import analytics.energy.indicators as energy
 
     used = []
     run_path = energy._apply_rollup_runs

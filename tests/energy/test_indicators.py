@@ -6,11 +6,11 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from analytics.energy import (QuarterBlock, apply_rollup, change, compute_indicators, month_on_month,
+from analytics.energy.indicators import (QuarterBlock, apply_rollup, change, compute_indicators, month_on_month,
                               nan_percentile, org_prefixes, per_area_and_person, rollup_by_building,
                               rollup_by_org, to_points, year_on_year)
-from analytics.energy_jobs import ArraySource, MeterInfo, compute_energy_range
-from analytics.factors import FIVE_YEAR_TARGETS, Confidence, FactorSet, quota_progress, target_progress
+from analytics.energy.jobs import ArraySource, MeterInfo, compute_energy_range
+from analytics.energy.factors import FIVE_YEAR_TARGETS, Confidence, FactorSet, quota_progress, target_progress
 from analytics.periods import Period
 
 
@@ -181,7 +181,7 @@ def test_job_from_counter_readings_with_wrap_and_shanghai_midnight(cal):
     t = start + np.arange(2 * 96 + 3, dtype=np.int64) * 900 * 10**9
     v = (990.0 + np.arange(t.size) * 0.5) % roll     # 2 kW, wraps after 20 readings
     src = ArraySource({("m1", "active_energy_import_kwh"): (t, v)})
-    from analytics.counters import CounterSpec
+    from analytics.energy.counters import CounterSpec
     rep = compute_energy_range(src, [MeterInfo("m1", "330000/330100", spec=CounterSpec(rollover=roll))],
                                dt.date(2025, 10, 13), dt.date(2025, 10, 14))
     day = next(x for x in rep.tables if x.scope == "meter" and x.period is Period.day)
@@ -195,8 +195,8 @@ def test_job_from_counter_readings_with_wrap_and_shanghai_midnight(cal):
 
 
 def test_daily_consumption_shortcut_equals_indicator_consumption(cal, workcal):
-    from analytics.counters import CounterSpec
-    from analytics.energy import block_from_counters, daily_consumption
+    from analytics.energy.counters import CounterSpec
+    from analytics.energy.indicators import block_from_counters, daily_consumption
 
     first = dt.date(2025, 10, 1)
     fd = cal.day_of(first)
@@ -214,8 +214,8 @@ def test_daily_consumption_shortcut_equals_indicator_consumption(cal, workcal):
 
 def test_baseline_job_through_the_counter_source(cal):
     """A year of hourly-ish counters with a heating load, then a reporting month 20 % lower."""
-    from analytics.baseline import f_to_c
-    from analytics.energy_jobs import compute_baselines
+    from analytics.energy.baseline import f_to_c
+    from analytics.energy.jobs import compute_baselines
 
     first = dt.date(2024, 1, 1)
     n_days = 366 + 31
@@ -237,7 +237,7 @@ def test_baseline_job_through_the_counter_source(cal):
 
 
 def test_scheduler_days_closed_at_shanghai_midnight_and_late_data(cal):
-    from analytics.energy_jobs import days_to_compute
+    from analytics.energy.jobs import days_to_compute
 
     # 2025-10-02 00:20 local = 2025-10-01 16:20 UTC: Oct 1 closed (settled 15 min after midnight)
     now = cal.midnight_ns(dt.date(2025, 10, 2)) + 20 * 60 * 10**9

@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-MODULES = ["analytics.periods", "analytics.workcal", "analytics.factors", "analytics.counters", "analytics.energy",
-           "analytics.baseline", "analytics.anomalies", "analytics.energy_jobs", "analytics.cli_energy"]
+MODULES = ["analytics.periods", "analytics.workcal", "analytics.energy.factors", "analytics.energy.counters", "analytics.energy.indicators",
+           "analytics.energy.baseline", "analytics.energy.anomalies", "analytics.energy.jobs", "analytics.energy.cli"]
 NETWORK = ["httpx", "aiomqtt", "paho", "pymodbus", "requests", "socket"]
 
 

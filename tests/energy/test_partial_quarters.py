@@ -5,7 +5,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from analytics.energy_jobs import ArraySource, MeterInfo, compute_energy_range
+from analytics.energy.jobs import ArraySource, MeterInfo, compute_energy_range
 from analytics.periods import LocalCalendar, Period
 
 CAL = LocalCalendar()

@@ -5,8 +5,8 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from analytics.counters import CounterSpec
-from analytics.energy_jobs import MeterInfo, compute_energy_from_query
+from analytics.energy.counters import CounterSpec
+from analytics.energy.jobs import MeterInfo, compute_energy_from_query
 from analytics.periods import LocalCalendar
 from edge.point import Point
 

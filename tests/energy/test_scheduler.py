@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from analytics.jobs import IndicatorJob
+from analytics.scheduler import IndicatorJob
 from analytics.periods import LocalCalendar
 from edge.clock import FakeClock
 from edge.config import Building, Meter, Org, Site, Transport

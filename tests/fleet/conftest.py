@@ -9,8 +9,8 @@ import chinese_calendar
 import numpy as np
 import pytest
 
-from analytics.fleet import WorkingTime
-from analytics.tracks import NS, Tracks
+from analytics.fleet.indicators import WorkingTime
+from analytics.fleet.tracks import NS, Tracks
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 HANGZHOU = (30.2741, 120.1551)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from analytics.alerts import AlertEngine, AlertRules, Fix, fix_from_point
-from analytics.geo import Fence
-from analytics.tracks import NS
+from analytics.fleet.alerts import AlertEngine, AlertRules, Fix, fix_from_point
+from analytics.fleet.geo import Fence
+from analytics.fleet.tracks import NS
 from edge.errors import PayloadError
 from edge.point import Point, parse_line
 

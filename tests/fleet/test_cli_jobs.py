@@ -8,9 +8,9 @@ import pytest
 
 from typer.testing import CliRunner
 
-from analytics.cli_fleet import app
-from analytics.fleet import VehicleInfo
-from analytics.fleet_jobs import PointsSource, compute_fleet
+from analytics.fleet.cli import app
+from analytics.fleet.indicators import VehicleInfo
+from analytics.fleet.jobs import PointsSource, compute_fleet
 from edge.point import Point, parse_lines, to_lines
 
 ORG = "330000/330100/330106/inst-042"
@@ -70,7 +70,7 @@ def test_cli_refuses_an_empty_period(tmp_path):
 
 
 def test_period_bounds_split_on_local_calendar(at):
-    from analytics.fleet_jobs import period_bounds
+    from analytics.fleet.jobs import period_bounds
     days = period_bounds("day", at("2025-10-14 12:00"), at("2025-10-16 00:00"))
     assert days == [(at("2025-10-14 12:00"), at("2025-10-15 00:00")), (at("2025-10-15 00:00"), at("2025-10-16 00:00"))]
     weeks = period_bounds("week", at("2025-10-01 00:00"), at("2025-10-20 00:00"))
@@ -80,8 +80,8 @@ def test_period_bounds_split_on_local_calendar(at):
 
 
 def test_weekly_recompute_flags_the_under_used_vehicle(builder, at, cn_working):
-    from analytics.fleet_jobs import recompute
-    from analytics.tracks import Tracks
+    from analytics.fleet.jobs import recompute
+    from analytics.fleet.tracks import Tracks
     busy = builder("2025-11-03 00:00", interval_s=60)
     idle = builder("2025-11-03 00:00", interval_s=60)
     for day in range(28):
@@ -105,10 +105,10 @@ def test_weekly_recompute_flags_the_under_used_vehicle(builder, at, cn_working):
 
 
 async def test_run_fleet_reads_through_the_query_layer(builder, at, cn_working, tmp_path):
-    from analytics.fleet_jobs import run_fleet
+    from analytics.fleet.jobs import run_fleet
     from edge.query import StoreQuery
     from edge.store import EmbeddedStore
-    from analytics.tracks import Tracks
+    from analytics.fleet.tracks import Tracks
     a = builder("2025-10-11 08:00").park(1800).drive(3600, 40).park(3600).drive(1800, 40).park(1800).tracks("浙A·12345")
     b = builder("2025-10-11 09:00", lat=30.3).park(600).drive(1200, 30).park(600).tracks("浙A·54321", acc=False)
     store = EmbeddedStore(tmp_path / "store.sqlite")
@@ -130,8 +130,8 @@ async def test_run_fleet_reads_through_the_query_layer(builder, at, cn_working, 
 
 async def test_chunked_fleet_pass_gives_the_same_points_as_one_pass(builder, at, cn_working, tmp_path):
     """The service computes today a few vehicles at a time (bounded memory); nothing may change."""
-    from analytics.fleet_jobs import run_fleet, run_fleet_chunked
-    from analytics.tracks import Tracks
+    from analytics.fleet.jobs import run_fleet, run_fleet_chunked
+    from analytics.fleet.tracks import Tracks
     from edge.point import to_line
     from edge.query import StoreQuery
     from edge.store import EmbeddedStore
@@ -195,8 +195,8 @@ store: {{kind: embedded, path: "{db}"}}
 def test_params_from_a_config_section():
     from types import SimpleNamespace
 
-    from analytics.fleet_jobs import params_from_config
-    from analytics.trips import Method
+    from analytics.fleet.jobs import params_from_config
+    from analytics.fleet.trips import Method
     cfg = SimpleNamespace(stop_radius_m=150.0, min_stop_s=300.0, segmentation="distance", max_speed_kmh=160.0,
                           overspeed_kmh=80.0, under_used_weeks=6)
     job, rules = params_from_config(cfg)

@@ -1,6 +1,6 @@
 """Our segmentation against trackintel (sliding staypoints + triplegs) on realistic tracks.
 
-The tracks come from a seeded generator (analytics.fleet_synth) that mimics urban official-car
+The tracks come from a seeded generator (analytics.fleet.synth) that mimics urban official-car
 use: parking with correlated GPS jitter and sleeping terminals, drives with traffic-light waits,
 dropped fixes and tunnel gaps, GPS noise. Both sides get the same cleaned fixes and the same
 parameters (200 m, 3 min, 60 min gap). docs/fleet.md explains the remaining differences.
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.fleet_synth import synth_fleet
-from analytics.tracks import clean
-from analytics.trips import Method, TripParams, segment
+from analytics.fleet.synth import synth_fleet
+from analytics.fleet.tracks import clean
+from analytics.fleet.trips import Method, TripParams, segment
 
 gpd = pytest.importorskip("geopandas")
 ti = pytest.importorskip("trackintel")

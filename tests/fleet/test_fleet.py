@@ -8,11 +8,11 @@ import math
 import chinese_calendar
 import pytest
 
-from analytics.fleet import (VehicleInfo, WeekdayCalendar, WorkingTime, fleet_indicator_points, org_indicators,
+from analytics.fleet.indicators import (VehicleInfo, WeekdayCalendar, WorkingTime, fleet_indicator_points, org_indicators,
                              trip_flags, trip_points, under_used, vehicle_indicators)
-from analytics.geo import Fence
-from analytics.tracks import Tracks, clean
-from analytics.trips import TripParams, segment
+from analytics.fleet.geo import Fence
+from analytics.fleet.tracks import Tracks, clean
+from analytics.fleet.trips import TripParams, segment
 from edge.point import parse_line
 
 ORG_A = "330000/330100/330106/inst-042"
@@ -125,7 +125,7 @@ def test_overnight_away_from_home_fence(builder, at, cn_working):
 
 
 def test_under_used_needs_n_weeks_below_threshold():
-    from analytics.fleet import VehicleIndicators
+    from analytics.fleet.indicators import VehicleIndicators
 
     def week(vid, use_h):
         return VehicleIndicators(vid, ORG_A, True, 1, 0.0, math.nan, "absent", use_h, 0.0, use_h, use_h, 45.0,

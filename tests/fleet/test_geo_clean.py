@@ -7,8 +7,8 @@ import pytest
 import shapely
 from pyproj import Geod
 
-from analytics.geo import Fence, haversine_m, in_polygon, near_m
-from analytics.tracks import CleanParams, NS, Tracks, clean
+from analytics.fleet.geo import Fence, haversine_m, in_polygon, near_m
+from analytics.fleet.tracks import CleanParams, NS, Tracks, clean
 
 
 def test_haversine_matches_the_wgs84_ellipsoid_within_half_a_percent():

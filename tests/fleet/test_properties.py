@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics.tracks import NS, Tracks, clean
-from analytics.trips import Method, TripParams, segment
+from analytics.fleet.tracks import NS, Tracks, clean
+from analytics.fleet.trips import Method, TripParams, segment
 
 
 @st.composite

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analytics.tracks import clean
-from analytics.trips import Method, TripParams, segment
+from analytics.fleet.tracks import clean
+from analytics.fleet.trips import Method, TripParams, segment
 
 DIST = TripParams(method=Method.distance)
 ACC = TripParams(method=Method.acc)
@@ -134,7 +134,7 @@ def test_traffic_light_wait_is_driving(builder):
 
 
 def test_many_vehicles_are_segmented_independently(builder):
-    from analytics.tracks import Tracks
+    from analytics.fleet.tracks import Tracks
     a = builder("2025-10-14 09:00").park(600).drive(600, 50).park(600).tracks("A", acc=False)
     b = builder("2025-10-14 09:05").park(300).drive(1200, 30).park(900).drive(300, 30).park(600).tracks("B", acc=False)
     both = Tracks.concat([a, b])

@@ -1,4 +1,4 @@
-"""Baselines and savings for a site's meters: the CalTRACK fit (``analytics.baseline``) turned
+"""Baselines and savings for a site's meters: the CalTRACK fit (``analytics.energy.baseline``) turned
 into Points, and the ``edge analytics baseline`` verb that reads through the query layer.
 
 Points written:
@@ -18,7 +18,7 @@ import datetime as dt
 import math
 from typing import Sequence
 
-from analytics.energy_jobs import BaselineReport, MeterInfo
+from analytics.energy.jobs import BaselineReport, MeterInfo
 from edge.point import Point
 
 

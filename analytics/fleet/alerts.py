@@ -11,7 +11,7 @@ Rules (thresholds in ``AlertRules``; DOMAIN.md "overspeed", "idle time", "off-ho
 - ``lost_signal``: no fix for ``lost_signal_s`` while the vehicle was last seen active (ACC on or
   moving); checked by ``tick(now_ns)`` from the caller's clock. A parked car whose terminal
   sleeps is not lost.
-- ``geofence_enter`` / ``geofence_leave``: crossing a configured fence (analytics.geofence).
+- ``geofence_enter`` / ``geofence_leave``: crossing a configured fence (analytics.fleet.geofence).
 
 Speed is the reported one, or the step speed from the previous fix when the terminal sends none.
 Fixes older than the vehicle's last one, or without valid coordinates, are skipped and counted
@@ -24,9 +24,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from analytics.fleet import WorkingTime
-from analytics.geo import Fence, haversine_m
-from analytics.geofence import FenceTracker
+from analytics.fleet.indicators import WorkingTime
+from analytics.fleet.geo import Fence, haversine_m
+from analytics.fleet.geofence import FenceTracker
 from edge.errors import PayloadError
 from edge.point import Point
 

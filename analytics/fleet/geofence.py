@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from analytics.geo import Fence
+from analytics.fleet.geo import Fence
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from analytics.alerts import AlertRules
+    from analytics.fleet.alerts import AlertRules
 
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
-from analytics.fleet import (FleetParams, FleetResult, VehicleInfo, WorkingTime, fleet_indicator_points,
+from analytics.fleet.indicators import (FleetParams, FleetResult, VehicleInfo, WorkingTime, fleet_indicator_points,
                              org_indicators, trip_points, vehicle_indicators)
-from analytics.tracks import NS, CleanParams, Tracks, clean
-from analytics.trips import TripParams, segment
+from analytics.fleet.tracks import NS, CleanParams, Tracks, clean
+from analytics.fleet.trips import TripParams, segment
 from edge.point import Point
 
 
@@ -224,7 +224,7 @@ def recompute(source: PositionSource, infos: Sequence[VehicleInfo], start_ns: in
     With ``period="week"``, vehicles under-used over the last ``params.fleet.under_used_weeks``
     weeks are flagged (``under_used``) in the last week's points.
     """
-    from analytics.fleet import under_used
+    from analytics.fleet.indicators import under_used
     points: list[Point] = []
     fixes = short = 0
     dropped: dict[str, int] = {}
@@ -261,8 +261,8 @@ def params_from_config(fleet_cfg) -> tuple[JobParams, "AlertRules"]:
     and ``AlertRules``, plus ``segmentation`` for ``TripParams.method``."""
     from dataclasses import fields as dc_fields
 
-    from analytics.alerts import AlertRules
-    from analytics.trips import Method
+    from analytics.fleet.alerts import AlertRules
+    from analytics.fleet.trips import Method
 
     def build(cls, extra=None):
         kw = {f.name: getattr(fleet_cfg, f.name) for f in dc_fields(cls) if getattr(fleet_cfg, f.name, None) is not None}
@@ -281,7 +281,7 @@ async def run_fleet_chunked(query, infos: Sequence[VehicleInfo], start_ns: int, 
     those of ``chunk`` vehicles, not the whole fleet's (the service runs this every few minutes over
     all of today). Vehicles are independent; the org roll-up is done once over all of them."""
     import asyncio
-    from analytics.fleet import org_indicators
+    from analytics.fleet.indicators import org_indicators
     m = int(params.margin_s * NS)
     per_vehicle = []
     trips: list[Point] = []

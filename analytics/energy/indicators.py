@@ -2,14 +2,14 @@
 
 Input is quarter-hour energy on a local-day grid: ``q`` of shape (rows, days, 96) in the
 carrier's native unit (kWh, m3), NaN where unknown, with its ``coverage`` (same shape, 0..1),
-from ``analytics.counters.bin_energy`` reshaped. Every indicator is computed for all rows at
+from ``analytics.energy.counters.bin_energy`` reshaped. Every indicator is computed for all rows at
 once (rows are meters, or buildings/orgs after ``rollup``).
 
 Definitions (shared/DOMAIN.md):
 
 - ``consumption``: Σ quarter energies (deltas of the counter, never raw readings).
 - ``kgce`` = consumption × the carrier's kgce factor; ``kgco2`` = consumption × its CO₂ factor
-  (grid factor configurable), see ``analytics.factors``.
+  (grid factor configurable), see ``analytics.energy.factors``.
 - ``peak_kw``: max 15-min mean power = max quarter kWh × 4 (electricity and heat); a quarter
   read only in part counts with its mean power over the time read, if that is at least 20 %.
 - ``load_factor`` = mean kW ÷ peak kW; mean kW over the hours with data (coverage-weighted).
@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from analytics.factors import CARRIER_FIELD, FactorSet
+from analytics.energy.factors import CARRIER_FIELD, FactorSet
 from analytics.periods import QUARTERS_PER_DAY, LocalCalendar, Period
 
 MEASUREMENT = "energy_indicator"
@@ -507,7 +507,7 @@ def block_from_counters(times_ns: np.ndarray, values: np.ndarray, specs, cal: Lo
 
     ``specs``: one ``CounterSpec`` for all rows or a list of one per row (rows with equal specs
     are processed together)."""
-    from analytics.counters import CounterSpec, GapPolicy, bin_energy, counter_deltas
+    from analytics.energy.counters import CounterSpec, GapPolicy, bin_energy, counter_deltas
 
     gap_policy = gap_policy or GapPolicy.spread
     v = np.atleast_2d(np.asarray(values, dtype=np.float64))
@@ -548,7 +548,7 @@ def daily_consumption(times_ns: np.ndarray, values: np.ndarray, spec, cal: Local
     """Daily consumption only (rows × days, NaN for a day with no known quarter) and its
     coverage, with the same counter rules and the same 15-minute binning as
     ``block_from_counters``, without keeping the quarter-hour block."""
-    from analytics.counters import CounterSpec, bin_energy, counter_deltas
+    from analytics.energy.counters import CounterSpec, bin_energy, counter_deltas
 
     v = np.atleast_2d(np.asarray(values, dtype=np.float64))
     m = v.shape[0]
@@ -574,8 +574,8 @@ def combine_carriers(t: IndicatorTable, areas_m2: dict[str, float] | None = None
     ``electricity_kwh``, ``water_m3``; with areas/occupants per id (buildings: their own;
     orgs: the buildings at or below them), ``kgce_per_m2``, ``kwh_per_m2``, ``kgce_per_person``,
     ``water_m3_per_person`` for the period, and for year periods the ratio to the five-year
-    targets (``*_target_ratio``, ≤ 1 = within; the targets' confidence is in analytics.factors)."""
-    from analytics.factors import FIVE_YEAR_TARGETS
+    targets (``*_target_ratio``, ≤ 1 = within; the targets' confidence is in analytics.energy.factors)."""
+    from analytics.energy.factors import FIVE_YEAR_TARGETS
 
     ids: list[str] = []
     orgs: list[str] = []

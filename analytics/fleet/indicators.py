@@ -9,7 +9,7 @@ Definitions (DOMAIN.md "Fleet indicators"):
   ``odometer_km``: last − first odometer reading in the period when the terminal's odometer is
   *trusted* (at least two readings, never decreasing by more than ``odometer_tolerance_km``,
   never rising faster than ``max_speed_kmh`` allows); both are reported when both exist.
-- ``driving_h`` / ``idle_h``: of the trips counted (see analytics.trips for idle).
+- ``driving_h`` / ``idle_h``: of the trips counted (see analytics.fleet.trips for idle).
 - ``utilisation`` (利用率): in-trip time that falls inside working time ÷ working time of the
   period (working hours of working days, holidays and 调休 from the calendar).
 - ``dispatch_rate`` (出车率): vehicles in service with at least one trip ÷ vehicles in service.
@@ -35,9 +35,9 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from analytics.geo import Fence, haversine_m
-from analytics.tracks import NS, Tracks
-from analytics.trips import Trips
+from analytics.fleet.geo import Fence, haversine_m
+from analytics.fleet.tracks import NS, Tracks
+from analytics.fleet.trips import Trips
 from edge.point import Point
 
 NS_PER_DAY = 86_400 * NS

@@ -30,8 +30,8 @@ from enum import Enum
 
 import numpy as np
 
-from analytics.geo import haversine_m, near_m
-from analytics.tracks import NS, Tracks
+from analytics.fleet.geo import haversine_m, near_m
+from analytics.fleet.tracks import NS, Tracks
 
 
 class Method(str, Enum):
@@ -240,7 +240,7 @@ def _ranges(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def segment(tr: Tracks, params: TripParams = TripParams()) -> Segmented:
-    """Find stops and trips in cleaned tracks (``analytics.tracks.clean`` first). Pure."""
+    """Find stops and trips in cleaned tracks (``analytics.fleet.tracks.clean`` first). Pure."""
     p = params
     n = len(tr)
     nv = tr.n_vehicles

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analytics.tracks import NS, Tracks
+from analytics.fleet.tracks import NS, Tracks
 
 M_PER_DEG = 111_195.0
 

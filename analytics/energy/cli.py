@@ -19,9 +19,9 @@ from typing import Callable, Optional
 import numpy as np
 import typer
 
-from analytics.energy_jobs import (ArraySource, CounterSource, buildings_from_site, compute_energy_from_query,
+from analytics.energy.jobs import (ArraySource, CounterSource, buildings_from_site, compute_energy_from_query,
                                    compute_energy_range, meters_from_site)
-from analytics.factors import CARRIER_FIELD, FactorSet
+from analytics.energy.factors import CARRIER_FIELD, FactorSet
 from analytics.workcal import WorkCalendar
 from edge.errors import ConfigError, EdgeError
 from edge.point import to_lines
@@ -141,9 +141,9 @@ def baseline_cmd(
     """Fit CalTRACK daily baselines per meter, report savings (ASHRAE G14 checks) and anomalous days."""
     import asyncio
 
-    from analytics.baseline import parse_temperature_csv
-    from analytics.baseline_jobs import baseline_points, parse_range
-    from analytics.energy_jobs import compute_baselines, meters_from_site, prefetch_counters
+    from analytics.energy.baseline import parse_temperature_csv
+    from analytics.energy.baseline_jobs import baseline_points, parse_range
+    from analytics.energy.jobs import compute_baselines, meters_from_site, prefetch_counters
     from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar
     from edge.config import load_site
     from edge.errors import ConfigError

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from analytics.geo import near_m
+from analytics.fleet.geo import near_m
 
 NS = 1_000_000_000
 REASONS = ("invalid_fix", "zero_coords", "future", "duplicate", "speed_above_max")

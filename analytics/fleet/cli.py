@@ -1,6 +1,6 @@
 """``edge analytics fleet --from ... --to ...``: recompute fleet indicators and trips.
 
-A thin shell over ``analytics.fleet_jobs``. Positions come from the site's store through the query
+A thin shell over ``analytics.fleet.jobs``. Positions come from the site's store through the query
 layer (``--site``), or from a line-protocol file (``--positions``); the resulting Points are
 written as line protocol (``--out``, default stdout).
 """
@@ -15,10 +15,10 @@ from typing import Optional
 
 import typer
 
-from analytics.fleet import VehicleInfo, WeekdayCalendar, WorkingTime, vehicle_infos
-from analytics.fleet_jobs import PointsSource, recompute, run_fleet
-from analytics.geo import fences_from_config
-from analytics.tracks import NS
+from analytics.fleet.indicators import VehicleInfo, WeekdayCalendar, WorkingTime, vehicle_infos
+from analytics.fleet.jobs import PointsSource, recompute, run_fleet
+from analytics.fleet.geo import fences_from_config
+from analytics.fleet.tracks import NS
 from edge.errors import EdgeError
 from edge.point import parse_lines, to_lines
 

@@ -20,10 +20,10 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from analytics.counters import CounterSpec
-from analytics.energy import (IndicatorTable, add_changes, apply_rollup, areas_for, block_from_counters,
+from analytics.energy.counters import CounterSpec
+from analytics.energy.indicators import (IndicatorTable, add_changes, apply_rollup, areas_for, block_from_counters,
                               combine_carriers, compute_indicators, rollup_by_building, rollup_by_org, to_points)
-from analytics.factors import CARRIER_FIELD, FactorSet
+from analytics.energy.factors import CARRIER_FIELD, FactorSet
 from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
 from analytics.workcal import WorkCalendar
 
@@ -174,11 +174,11 @@ class BaselineReport:
 def compute_baselines(source: CounterSource, meters: Sequence[MeterInfo], baseline: tuple[dt.date, dt.date],
                       reporting: tuple[dt.date, dt.date], temp_times_ns: np.ndarray, temp_c: np.ndarray,
                       cal: LocalCalendar = LocalCalendar()) -> BaselineReport:
-    """CalTRACK daily baselines (``analytics.baseline``) for every meter from the same weather
+    """CalTRACK daily baselines (``analytics.energy.baseline``) for every meter from the same weather
     series: fit on ``baseline`` (12 months), savings and anomalies on ``reporting``."""
-    from analytics.anomalies import baseline_anomalies
-    from analytics.baseline import daily_mean_temperature, fit_daily_models, savings
-    from analytics.energy import daily_consumption
+    from analytics.energy.anomalies import baseline_anomalies
+    from analytics.energy.baseline import daily_mean_temperature, fit_daily_models, savings
+    from analytics.energy.indicators import daily_consumption
 
     def daily(first: dt.date, last: dt.date):
         n_days = (last - first).days + 1

@@ -9,7 +9,7 @@ Rules (shared/DOMAIN.md):
   absolute floor (so a 0.1 kW base load does not raise alarms for 0.2 kW).
 - ``counter_stalled``: the counter did not move for at least ``stall_hours`` while it had been
   moving before (a frozen register, a dead CT); ``counter_jump`` / ``counter_reset`` /
-  ``counter_wrap``: the events of ``analytics.counters``.
+  ``counter_wrap``: the events of ``analytics.energy.counters``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analytics.baseline import DailyModel
-from analytics.counters import CounterDeltas, CounterEvent, CounterSpec, Status
+from analytics.energy.baseline import DailyModel
+from analytics.energy.counters import CounterDeltas, CounterEvent, CounterSpec, Status
 from analytics.periods import NS_PER_HOUR, NS_PER_S
 
 

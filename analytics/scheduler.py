@@ -14,7 +14,7 @@ Recomputing writes the same Point identities (measurement, tags, period start), 
 
 Counters are read as 15-minute ``last`` windows (96 values per meter-day), each relabelled to its
 window's end: the delta between two consecutive labels is then the energy of the quarter that ends
-at the later one, as ``analytics.counters`` expects. Today's pass reads the quarter in progress raw
+at the later one, as ``analytics.energy.counters`` expects. Today's pass reads the quarter in progress raw
 (exact at any duration, even a demo's 20 seconds), so its working set does not grow with the day;
 a closed range is read raw while that is small, else as windows.
 """
@@ -29,9 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
-from analytics.energy_jobs import (ArraySource, EnergyReport, MeterInfo, buildings_from_site, compute_energy_range,
+from analytics.energy.jobs import (ArraySource, EnergyReport, MeterInfo, buildings_from_site, compute_energy_range,
                                    merge_counter_series, meters_from_site)
-from analytics.factors import CARRIER_FIELD, FactorSet, Factor, Confidence
+from analytics.energy.factors import CARRIER_FIELD, FactorSet, Factor, Confidence
 from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
 from analytics.workcal import WorkCalendar
 from edge.clock import SYSTEM_CLOCK, Clock
@@ -59,7 +59,7 @@ RAW_READINGS_MAX = 200_000  # above this many expected readings, read 15-min win
 
 
 async def fetch_raw(query, meters: Sequence[MeterInfo], start_ns: int, end_ns: int) -> ArraySource:
-    from analytics.energy_jobs import prefetch_counters
+    from analytics.energy.jobs import prefetch_counters
     from edge.query import Where
     return await prefetch_counters(query, meters, start_ns, end_ns, Where(tags={"meter": tuple(sorted({m.id for m in meters}))}))
 
@@ -196,12 +196,12 @@ class IndicatorJob:
         return sum(span_s / m.interval_s for m in self.site.meters)
 
     async def fleet(self, first: dt.date, last: dt.date, now: int) -> list[Point]:
-        """Fleet indicators per vehicle and org, and trips, for local days first..last (``analytics.fleet_jobs``)."""
+        """Fleet indicators per vehicle and org, and trips, for local days first..last (``analytics.fleet.jobs``)."""
         if not self.site.vehicles:
             return []
-        from analytics.fleet import WorkingTime, vehicle_infos
-        from analytics.fleet_jobs import params_from_config, run_fleet_chunked
-        from analytics.geo import fences_from_config
+        from analytics.fleet.indicators import WorkingTime, vehicle_infos
+        from analytics.fleet.jobs import params_from_config, run_fleet_chunked
+        from analytics.fleet.geo import fences_from_config
         infos = vehicle_infos(self.site.vehicles, fences_from_config(self.site.geofences))
         wt = WorkingTime.from_workcal(self.workcal)
         params, _ = params_from_config(self.site.fleet)

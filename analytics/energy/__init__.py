@@ -1,0 +1,1 @@
+"""Energy: counters, indicators, baselines and anomalies, their jobs and CLI."""

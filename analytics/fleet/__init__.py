@@ -1,0 +1,1 @@
+"""Fleet: cleaning, trips, mileage, utilisation, geofences and alerts, their jobs and CLI."""
