@@ -1,7 +1,7 @@
 """What the API is handed: it reads state and data through these, and computes nothing itself.
 
 ``site``, ``live``, ``health``, ``query``, ``metrics_text`` and ``extras`` are what the service
-and the demo pass. ``extras`` may hold ``service`` (the ``edge.service.EdgeService``: its
+and the demo pass. ``extras`` may hold ``service`` (the ``edge.app.service.EdgeService``: its
 ``outbox`` for dead letters, ``modbus.health()`` for per-meter status, ``ingest`` for audit
 points) and ``ingest`` (an ``edge.ingest.Ingest`` to use when there is no service).
 The rest have defaults: ``keys`` (an ``api.keys.KeyStore``; when None and ``site.api.auth`` is on,

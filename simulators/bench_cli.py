@@ -1,5 +1,5 @@
 """``edge bench``: run a scenario (simulators, the edge as a process, the real store), inject chaos,
-reconcile what was sent against what was stored, and report. Mounted by ``edge.cli`` as ``bench``."""
+reconcile what was sent against what was stored, and report. Mounted by ``edge.app.cli`` as ``bench``."""
 
 from __future__ import annotations
 

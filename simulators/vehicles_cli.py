@@ -11,7 +11,7 @@ import typer
 from simulators.payloads import FORMATS
 from simulators.vehicles import Faults, VehicleFleet
 
-# Mounted by edge.cli as ``edge simulate vehicles``: the callback is the command itself.
+# Mounted by edge.app.cli as ``edge simulate vehicles``: the callback is the command itself.
 app = typer.Typer(help="A fleet of vehicles publishing positions over MQTT.", invoke_without_command=True)
 
 

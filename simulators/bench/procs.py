@@ -1,7 +1,7 @@
 """The real processes a bench run drives: influxd 1.x, Mosquitto, the edge, simulator processes.
 
 Each binds loopback ports chosen free at start and keeps its files in the run's directory. The
-edge runs as ``python -m edge.cli run -c site.yaml`` so that chaos can ``kill -9`` it.
+edge runs as ``python -m edge.app.cli run -c site.yaml`` so that chaos can ``kill -9`` it.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ reconcile, and report.
 
 Every process is real and separate: influxd (or the edge's embedded store), Mosquitto, meter
 simulator processes (several Modbus servers each, many unit ids per server), a fleet process, and
-the edge itself as ``python -m edge.cli run -c site.yaml`` so chaos can ``kill -9`` it.
+the edge itself as ``python -m edge.app.cli run -c site.yaml`` so chaos can ``kill -9`` it.
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ class EdgeProc:
     kills: list[int] = field(default_factory=list)
 
     def start(self) -> None:
-        self.proc = PythonProc(["-m", "edge.cli", "run", "-c", str(self.site_file), "--log-level", "warning"],
+        self.proc = PythonProc(["-m", "edge.app.cli", "run", "-c", str(self.site_file), "--log-level", "warning"],
                                self.log, f"edge-{self.index}").start()
         self.last_cpu_s = 0.0
 

@@ -14,7 +14,7 @@ from api.keys import KeyStore, Role
 from api.keys_cli import app as keys_app
 from edge.live import LiveState
 from edge.outbox import Outbox
-from edge.service import ServiceIngest
+from edge.app.service import ServiceIngest
 from tests.api.apienv import INST42, XIHU, build_env
 
 

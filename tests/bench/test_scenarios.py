@@ -3,7 +3,7 @@
 import pytest
 
 from edge.errors import ConfigError
-from edge.site import compile_site
+from edge.app.site import compile_site
 from simulators.bench.runner import build_site, plan_layout
 from simulators.bench.scenario import ChaosKind, load_scenario
 from edge.config import Outbox, Store

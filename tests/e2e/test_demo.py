@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def test_demo_for_20_seconds_reads_stores_and_computes(tmp_path: Path):
     edge = Path(sys.executable).with_name("edge")
-    cmd = [str(edge)] if edge.exists() else [sys.executable, "-m", "edge.cli"]
+    cmd = [str(edge)] if edge.exists() else [sys.executable, "-m", "edge.app.cli"]
     proc = subprocess.run(cmd + ["demo", "--for", "20", "--port", "0", "--data-dir", str(tmp_path / "demo")],
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
@@ -30,7 +30,7 @@ def test_check_refuses_a_broken_file_naming_object_and_field(tmp_path: Path):
     site = tmp_path / "site.yaml"
     site.write_text("orgs:\n  - {path: '330000', name: Z}\nvehicles:\n  - {id: car-7, plate: 浙A·1}\n", encoding="utf-8")
     edge = Path(sys.executable).with_name("edge")
-    cmd = [str(edge)] if edge.exists() else [sys.executable, "-m", "edge.cli"]
+    cmd = [str(edge)] if edge.exists() else [sys.executable, "-m", "edge.app.cli"]
     proc = subprocess.run(cmd + ["check", "-c", str(site)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "site.yaml:4" in proc.stderr and "vehicles[0] (id=car-7)" in proc.stderr and "vehicles.org" in proc.stderr

@@ -31,7 +31,7 @@ meters:
 store: {{kind: embedded, path: {tmp_path / 'store.sqlite'}}}
 analytics: {{weather_csv: {school_csv_path()}}}
 """)
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "analytics", "baseline", "-c", str(site),
+    proc = subprocess.run([sys.executable, "-m", "edge.app.cli", "analytics", "baseline", "-c", str(site),
                            "--baseline", "2018-01-01:2018-12-31", "--reporting", "2018-07-01:2018-12-31"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -48,7 +48,7 @@ analytics: {{weather_csv: {school_csv_path()}}}
 def test_baseline_verb_without_weather_says_what_to_set(tmp_path):
     site = tmp_path / "site.yaml"
     site.write_text('orgs: [{path: "330000", name: Z}]\n')
-    proc = subprocess.run([sys.executable, "-m", "edge.cli", "analytics", "baseline", "-c", str(site),
+    proc = subprocess.run([sys.executable, "-m", "edge.app.cli", "analytics", "baseline", "-c", str(site),
                            "--baseline", "2018-01-01:2018-12-31", "--reporting", "2019-01-01:2019-06-30"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "analytics.weather_csv" in proc.stderr

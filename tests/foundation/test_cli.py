@@ -11,7 +11,7 @@ from pathlib import Path
 
 from simulators.meters import MeterServer
 
-EDGE = [sys.executable, "-m", "edge.cli"]
+EDGE = [sys.executable, "-m", "edge.app.cli"]
 
 
 def _site(tmp: Path, port: int, profile: str = "chint-dtsu666", extra: str = "") -> Path:

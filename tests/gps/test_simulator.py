@@ -90,7 +90,7 @@ def test_cli_simulate_vehicles_publishes_jt808(mosquitto):
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["format"] == "jt808" and out["messages"] == 10
-    from edge.cli import app as edge_app  # as the lead mounts it: edge simulate vehicles ...
+    from edge.app.cli import app as edge_app  # as the lead mounts it: edge simulate vehicles ...
 
     h = CliRunner().invoke(edge_app, ["simulate", "vehicles", "--help"])
     assert h.exit_code == 0 and "--count" in h.output and "--format" in h.output

@@ -44,7 +44,7 @@ def version() -> None:
 @app.command()
 def check(config: Path = SiteOpt) -> None:
     """Validate a site file and print what would run. Exit 2 with file, object and field on error."""
-    from edge.site import compile_site
+    from edge.app.site import compile_site
     try:
         compiled = compile_site(config)
     except ConfigError as e:
@@ -83,8 +83,8 @@ def check(config: Path = SiteOpt) -> None:
 def run(config: Path = SiteOpt, log_level: str = typer.Option("info", help="debug|info|warning|error"),
         for_s: Optional[float] = typer.Option(None, "--for", help="stop after this many seconds")) -> None:
     """Run the edge service for a site until Ctrl-C or SIGTERM (the outbox is flushed on the way out)."""
-    from edge.service import EdgeService
-    from edge.site import compile_site
+    from edge.app.service import EdgeService
+    from edge.app.site import compile_site
     setup_logging(log_level)
     if os.environ.get("EDGE_TRACEMALLOC"):
         from edge.memory import trace_on_signal
@@ -102,7 +102,7 @@ def demo(for_s: Optional[float] = typer.Option(None, "--for", help="run this man
          data_dir: Path = typer.Option(Path("var/demo"), help="where the demo keeps its outbox and store (wiped at start)"),
          log_level: str = typer.Option("warning", help="debug|info|warning|error")) -> None:
     """The whole system on embedded defaults: broker, simulated meters and vehicles, store, API and dashboard."""
-    from edge.demo import run_demo
+    from edge.app.demo import run_demo
     setup_logging(log_level)
     try:
         summary = asyncio.run(run_demo(duration_s=for_s, api_port=port, data_dir=data_dir,

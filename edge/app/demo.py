@@ -49,7 +49,7 @@ def demo_site(meter_ports: dict[str, int], broker_port: int, api_port: int, data
 async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_dir: Path = Path("var/demo"),
                    announce: Callable[[str], None] = print) -> dict[str, Any]:
     from edge.broker import EmbeddedBroker
-    from edge.service import EdgeService
+    from edge.app.service import EdgeService
     from simulators.meters import MeterServer
     from simulators.vehicles import VehicleFleet
 
