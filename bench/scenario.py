@@ -58,9 +58,9 @@ def run(quick: bool = False) -> dict:
 
 
 def _county(quick: bool, figs: dict, summaries: list) -> None:
-    from simulators.bench.report import markdown, plot
-    from simulators.bench.runner import run_scenario
-    from simulators.bench.scenario import load_scenario
+    from simulators.testbench.report import markdown, plot
+    from simulators.testbench.runner import run_scenario
+    from simulators.testbench.scenario import load_scenario
 
     # county with chaos (quick: a compressed compound)
     name, dur = ("compound", 40.0) if quick else ("county", _env("BENCH_COUNTY_S", 300.0))
@@ -83,9 +83,9 @@ def _county(quick: bool, figs: dict, summaries: list) -> None:
 
 
 def _stress(quick: bool, figs: dict, summaries: list) -> None:
-    from simulators.bench.report import markdown, plot
-    from simulators.bench.runner import run_scenario
-    from simulators.bench.scenario import load_scenario
+    from simulators.testbench.report import markdown, plot
+    from simulators.testbench.runner import run_scenario
+    from simulators.testbench.scenario import load_scenario
     if quick:
         figs["bench.stress_cpu_cores"] = _null("skipped in quick mode", "cores", "< 1")
         figs["bench.stress_rss_mb"] = _null("skipped in quick mode", "MB", "< 500")
@@ -105,7 +105,7 @@ def _stress(quick: bool, figs: dict, summaries: list) -> None:
 
 
 def _scaleout(quick: bool, figs: dict, summaries: list) -> None:
-    from simulators.bench.scaleout import run_scaleout
+    from simulators.testbench.scaleout import run_scaleout
     veh, ticks = (100, 20) if quick else (500, int(_env("BENCH_SCALEOUT_TICKS", 120)))
     so = run_scaleout(WORK / "scaleout", vehicles=veh, ticks=ticks)
     r = so["ratio"]
@@ -122,7 +122,7 @@ def _scaleout(quick: bool, figs: dict, summaries: list) -> None:
     }
     # the same with each edge held to half a core, as if on a host of its own: what the edges do
     # when they do not share the machine's two cores with each other, Mosquitto and influxd
-    from simulators.bench.scaleout import cpu_budget_available
+    from simulators.testbench.scaleout import cpu_budget_available
     cores = float(os.environ.get("BENCH_SCALEOUT_CORES_PER_EDGE", 0.5))
     goal = ">= 1.7 (each edge held to {:g} core by a cgroup CFS quota)".format(cores)
     why = "skipped in quick mode" if quick else cpu_budget_available()
@@ -151,9 +151,9 @@ def _edge_cpu(so: dict) -> dict:
 
 
 def _soak(quick: bool, figs: dict, summaries: list) -> None:
-    from simulators.bench.report import markdown, plot
+    from simulators.testbench.report import markdown, plot
     if os.environ.get("BENCH_SOAK") == "1":
-        from simulators.bench.soak import run_soak
+        from simulators.testbench.soak import run_soak
         sd = _env("BENCH_SOAK_S", 1800.0)
         rep = run_soak(WORK / "soak", duration_s=sd, warmup_s=min(300.0, sd / 6))
         plot(rep, HERE / "scenario_soak.png")

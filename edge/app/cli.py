@@ -131,8 +131,8 @@ def _mount() -> None:
     use_query_factory(lambda site: build_query(site.store))
     analytics.command("energy")(energy_cmd)
     analytics.command("baseline")(baseline_cmd)
-    from simulators.bench_cli import app as bench_app
-    app.add_typer(bench_app, name="bench", help="Test bench: scenarios with chaos, accounting, scale-out and soak.")
+    from simulators.testbench_cli import app as testbench_app
+    app.add_typer(testbench_app, name="testbench", help="Test bench: scenarios with chaos, accounting, scale-out and soak.")
     from analytics.fleet.cli import fleet as fleet_cmd
     analytics.command("fleet")(fleet_cmd)
 

@@ -3,7 +3,7 @@ the edge as a process that is kill -9'd and restarted; it must reconcile to zero
 
 import pytest
 
-from simulators.bench.runner import run_scenario
+from simulators.testbench.runner import run_scenario
 
 pytestmark = [pytest.mark.influxdb, pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(150)]
 

@@ -1,6 +1,6 @@
 """Reconciliation rules: polls from served reads, matching, explained and unexplained loss."""
 
-from simulators.bench.accounting import Poll, group_polls, reconcile, reconcile_meters, reconcile_positions
+from simulators.testbench.accounting import Poll, group_polls, reconcile, reconcile_meters, reconcile_positions
 
 S = 1_000_000_000
 

@@ -4,8 +4,8 @@ import pytest
 
 from edge.errors import ConfigError
 from edge.app.site import compile_site
-from simulators.bench.runner import build_site, plan_layout
-from simulators.bench.scenario import ChaosKind, load_scenario
+from simulators.testbench.runner import build_site, plan_layout
+from simulators.testbench.scenario import ChaosKind, load_scenario
 from edge.config import Outbox, Store
 
 
@@ -62,6 +62,6 @@ def test_a_bad_scenario_names_file_and_field(tmp_path):
 def test_bench_cli_refuses_an_unknown_scenario_with_exit_2():
     from typer.testing import CliRunner
 
-    from simulators.bench_cli import app
+    from simulators.testbench_cli import app
     r = CliRunner().invoke(app, ["run", "nowhere"])
     assert r.exit_code == 2 and "no scenario 'nowhere'" in r.output

@@ -1,6 +1,6 @@
 """A simulator process hosting several Modbus meter servers, logging every read it answered.
 
-    python -m simulators.bench.meterproc SPEC.json
+    python -m simulators.testbench.meterproc SPEC.json
 
 The spec lists servers (profile, framer, unit ids, seed) and a fault schedule. The process
 binds each server to a free loopback port, writes ``{"ports": [...]}`` to ``spec["ready"]``, and

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from simulators.bench.report import memory_growth_pct
-from simulators.bench.runner import run_scenario
-from simulators.bench.scenario import load_scenario
+from simulators.testbench.report import memory_growth_pct
+from simulators.testbench.runner import run_scenario
+from simulators.testbench.scenario import load_scenario
 
 
 def run_soak(workdir: Path, duration_s: float = 1800.0, warmup_s: float = 300.0, scenario: str = "county",

@@ -1,6 +1,6 @@
 """A simulator process publishing vehicle fleets over MQTT, logging every position the broker took.
 
-    python -m simulators.bench.fleetproc SPEC.json
+    python -m simulators.testbench.fleetproc SPEC.json
 
 Per group a ``simulators.vehicles.VehicleFleet`` computes the messages of each tick (its pure
 ``tick_messages``); this shell publishes them at QoS 1 and logs a position only when the broker

@@ -4,7 +4,7 @@ none taken by both edges, and both edges did part of the work."""
 
 import pytest
 
-from simulators.bench.scaleout import measure, scaleout_scenario
+from simulators.testbench.scaleout import measure, scaleout_scenario
 
 pytestmark = [pytest.mark.influxdb, pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(200)]
 
@@ -26,7 +26,7 @@ def test_cpu_budget_holds_a_process_in_its_own_cgroup_and_lets_it_go():
     import subprocess
     import sys
 
-    from simulators.bench.scaleout import CPU_CGROUP_ROOT, cpu_budget, cpu_budget_available
+    from simulators.testbench.scaleout import CPU_CGROUP_ROOT, cpu_budget, cpu_budget_available
     why = cpu_budget_available()
     if why:
         pytest.skip(why)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simulators.bench.scenario import Chaos, ChaosEvent, ChaosKind, MeterGroup, Scenario, VehicleGroup
+from simulators.testbench.scenario import Chaos, ChaosEvent, ChaosKind, MeterGroup, Scenario, VehicleGroup
 
 
 def _have(binary: str) -> bool:

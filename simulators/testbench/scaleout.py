@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator
 import httpx
 import psutil
 
-from simulators.bench.runner import Bench, finish
-from simulators.bench.scenario import MeterGroup, Scenario, VehicleGroup
+from simulators.testbench.runner import Bench, finish
+from simulators.testbench.scenario import MeterGroup, Scenario, VehicleGroup
 
 GROUP = "bench"
 

@@ -1,7 +1,7 @@
 """Run a scenario: start the store, Mosquitto, the simulators and the edge, inject chaos, drain,
 reconcile, and report.
 
-    report = run_scenario(load_scenario("compound"), Path("var/bench/compound"), duration_s=60)
+    report = run_scenario(load_scenario("compound"), Path("var/testbench/compound"), duration_s=60)
 
 Every process is real and separate: influxd (or the edge's embedded store), Mosquitto, meter
 simulator processes (several Modbus servers each, many unit ids per server), a fleet process, and
@@ -25,9 +25,9 @@ import yaml
 
 from edge.config import (Api, Building, Meter, Mqtt, Org, Outbox, PayloadFormat, Site, SiteInfo, Store, StoreKind,
                          Topic, Transport, TransportKind, Vehicle)
-from simulators.bench import accounting
-from simulators.bench.procs import Influx, Mosquitto, PythonProc, free_port, wait_file
-from simulators.bench.scenario import ChaosKind, Scenario
+from simulators.testbench import accounting
+from simulators.testbench.procs import Influx, Mosquitto, PythonProc, free_port, wait_file
+from simulators.testbench.scenario import ChaosKind, Scenario
 from simulators.meters import read_profile
 
 log = logging.getLogger(__name__)
@@ -317,7 +317,7 @@ class Bench:
             spec = {"servers": servers, "log": str(self.dir / f"served-{i}.log"), "ready": str(self.dir / f"meters-{i}.ready"),
                     "faults_log": str(self.dir / f"faults-{i}.json"), "events": events, "seed": self.scn.seed + i}
             (self.dir / f"meters-{i}.json").write_text(json.dumps(spec))
-            self.meter_procs.append(PythonProc(["-m", "simulators.bench.meterproc", str(self.dir / f"meters-{i}.json")],
+            self.meter_procs.append(PythonProc(["-m", "simulators.testbench.meterproc", str(self.dir / f"meters-{i}.json")],
                                                self.dir / f"meters-{i}.out", f"meters-{i}").start())
         for i, p in enumerate(self.meter_procs):
             got = json.loads(wait_file(self.dir / f"meters-{i}.ready", p))
@@ -354,7 +354,7 @@ class Bench:
                 "log": str(self.dir / "positions.log"), "summary": str(self.dir / "fleet.json"),
                 "ready": str(self.dir / "fleet.ready")}
         (self.dir / "fleet-spec.json").write_text(json.dumps(spec))
-        self.fleet_proc = PythonProc(["-m", "simulators.bench.fleetproc", str(self.dir / "fleet-spec.json")],
+        self.fleet_proc = PythonProc(["-m", "simulators.testbench.fleetproc", str(self.dir / "fleet-spec.json")],
                                      self.dir / "fleet.out", "fleet").start()
         wait_file(self.dir / "fleet.ready", self.fleet_proc)
 

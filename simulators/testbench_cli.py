@@ -1,5 +1,5 @@
-"""``edge bench``: run a scenario (simulators, the edge as a process, the real store), inject chaos,
-reconcile what was sent against what was stored, and report. Mounted by ``edge.app.cli`` as ``bench``."""
+"""``edge testbench``: run a scenario (simulators, the edge as a process, the real store), inject chaos,
+reconcile what was sent against what was stored, and report. Mounted by ``edge.app.cli`` as ``testbench``."""
 
 from __future__ import annotations
 
@@ -30,14 +30,14 @@ def run_cmd(scenario: str = typer.Argument(..., help="compound | county | stress
             duration: Optional[float] = typer.Option(None, "--duration", help="seconds (the chaos schedule is compressed to fit)"),
             chaos: bool = typer.Option(True, "--chaos/--no-chaos", help="run the scenario's fault schedule"),
             store: StoreChoice = typer.Option(StoreChoice.influxdb, "--store", help="influxdb (a real influxd) or embedded"),
-            workdir: Path = typer.Option(Path("var/bench"), help="where the run keeps its processes' files"),
+            workdir: Path = typer.Option(Path("var/testbench"), help="where the run keeps its processes' files"),
             plot: Optional[Path] = typer.Option(None, help="PNG of throughput, memory and outbox depth (default: in workdir)"),
             as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON")) -> None:
     """Run SCENARIO and print the reconciliation. Exit 1 when something was lost without explanation."""
     from edge.errors import ConfigError
-    from simulators.bench.report import markdown, plot as plot_png
-    from simulators.bench.runner import run_scenario
-    from simulators.bench.scenario import load_scenario
+    from simulators.testbench.report import markdown, plot as plot_png
+    from simulators.testbench.runner import run_scenario
+    from simulators.testbench.scenario import load_scenario
     try:
         scn = load_scenario(scenario)
     except ConfigError as e:
@@ -59,9 +59,9 @@ def run_cmd(scenario: str = typer.Argument(..., help="compound | county | stress
 @app.command("scaleout")
 def scaleout_cmd(vehicles: int = typer.Option(500, help="vehicles in the backlog fleet"),
                  ticks: int = typer.Option(60, help="positions per vehicle in the backlog"),
-                 workdir: Path = typer.Option(Path("var/bench/scaleout"))) -> None:
+                 workdir: Path = typer.Option(Path("var/testbench/scaleout"))) -> None:
     """Throughput of two edge instances (shared subscription, meters split) against one."""
-    from simulators.bench.scaleout import run_scaleout
+    from simulators.testbench.scaleout import run_scaleout
     r = run_scaleout(workdir, vehicles=vehicles, ticks=ticks, announce=_announce)
     for k in ("one", "two"):
         x = r[k]
@@ -74,10 +74,10 @@ def scaleout_cmd(vehicles: int = typer.Option(500, help="vehicles in the backlog
 @app.command("soak")
 def soak_cmd(duration: float = typer.Option(1800.0, "--duration", help="seconds"),
              warmup: float = typer.Option(300.0, help="seconds of warm-up before growth is measured"),
-             workdir: Path = typer.Option(Path("var/bench/soak"))) -> None:
+             workdir: Path = typer.Option(Path("var/testbench/soak"))) -> None:
     """The county scenario for a long time: RSS growth after warm-up (goal < 5 %)."""
-    from simulators.bench.report import plot as plot_png
-    from simulators.bench.soak import run_soak
+    from simulators.testbench.report import plot as plot_png
+    from simulators.testbench.soak import run_soak
     r = run_soak(workdir, duration_s=duration, warmup_s=warmup, announce=_announce)
     plot_png(r, workdir / "plot.png")
     out.print(f"memory growth after warm-up: {r['soak']['mem_growth_pct']}; outbox depth max {r['soak']['depth_max']}; "
