@@ -29,16 +29,28 @@ from typing import Sequence
 
 import numpy as np
 
-from analytics.energy.jobs import (ArraySource, EnergyReport, MeterInfo, buildings_from_site, compute_energy_range,
-                                   merge_counter_series, meters_from_site)
-from analytics.energy.factors import CARRIER_FIELD, FactorSet, Factor, Confidence
+from analytics.energy.factors import CARRIER_FIELD, Confidence, Factor, FactorSet
+from analytics.energy.jobs import (
+    ArraySource,
+    EnergyReport,
+    MeterInfo,
+    buildings_from_site,
+    compute_energy_range,
+    merge_counter_series,
+    meters_from_site,
+    prefetch_counters,
+)
+from analytics.fleet.geo import fences_from_config
+from analytics.fleet.indicators import WorkingTime, vehicle_infos
+from analytics.fleet.jobs import params_from_config, run_fleet_chunked
 from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
 from analytics.workcal import WorkCalendar
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Site
-from edge.memory import release_free_memory
 from edge.ingest import Ingest
+from edge.memory import release_free_memory
 from edge.point import Point
+from edge.query import Where
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -59,8 +71,6 @@ RAW_READINGS_MAX = 200_000  # above this many expected readings, read 15-min win
 
 
 async def fetch_raw(query, meters: Sequence[MeterInfo], start_ns: int, end_ns: int) -> ArraySource:
-    from analytics.energy.jobs import prefetch_counters
-    from edge.query import Where
     return await prefetch_counters(query, meters, start_ns, end_ns, Where(tags={"meter": tuple(sorted({m.id for m in meters}))}))
 
 
@@ -69,7 +79,6 @@ async def fetch_quarters(query, meters: Sequence[MeterInfo], start_ns: int, end_
     the first labelled 1 ns after the window's start, the last at the window's end. Consecutive labels
     then carry the same deltas, in the same quarters, as the raw readings would (only a reset inside a
     window is seen as a drop between windows)."""
-    from edge.query import Where  # the query layer is handed in; only its filter type is needed here
     fields = sorted({CARRIER_FIELD[m.carrier][0] for m in meters})
     wanted = {(m.id, CARRIER_FIELD[m.carrier][0]) for m in meters}
     where = Where(tags={"meter": tuple(sorted({m.id for m in meters}))})
@@ -199,9 +208,6 @@ class IndicatorJob:
         """Fleet indicators per vehicle and org, and trips, for local days first..last (``analytics.fleet.jobs``)."""
         if not self.site.vehicles:
             return []
-        from analytics.fleet.indicators import WorkingTime, vehicle_infos
-        from analytics.fleet.jobs import params_from_config, run_fleet_chunked
-        from analytics.fleet.geo import fences_from_config
         infos = vehicle_infos(self.site.vehicles, fences_from_config(self.site.geofences))
         wt = WorkingTime.from_workcal(self.workcal)
         params, _ = params_from_config(self.site.fleet)

@@ -18,22 +18,61 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.context import ApiContext
 from api.keys import KeyError_, KeyStore, Principal, Role, keys_path_for
-from api.reads import (NS, BadCursor, Row, decode_cursor, field_names, iso, page_ids, page_raw, rows_from_series,
-                       to_ns)
-from api.schemas import (Alert, AuditOut, BuildingOut, DeadLetterOut, Fix, Health, Indicator, KeyCreate, KeyCreated,
-                         KeyOut, MeterHealth, MeterLatest, MeterOut, OrgNode, OrgOut, OrgTree, Page, Problem, Reading,
-                         Readings, Record, Replayed, Track, VehicleLatest, VehicleOut)
+from api.reads import (
+    NS,
+    BadCursor,
+    Row,
+    decode_cursor,
+    decode_id_cursor,
+    encode_cursor,
+    encode_id_cursor,
+    field_names,
+    iso,
+    page_ids,
+    page_raw,
+    rows_from_series,
+    to_ns,
+)
+from api.schemas import (
+    Alert,
+    AuditOut,
+    BuildingOut,
+    DeadLetterOut,
+    Fix,
+    Health,
+    Indicator,
+    KeyCreate,
+    KeyCreated,
+    KeyOut,
+    MeterHealth,
+    MeterLatest,
+    MeterOut,
+    OrgNode,
+    OrgOut,
+    OrgTree,
+    Page,
+    Problem,
+    Reading,
+    Readings,
+    Record,
+    Replayed,
+    Track,
+    VehicleLatest,
+    VehicleOut,
+)
 from api.security import Guard
-from api.stream import TOPICS, EventHub, sse
+from api.stream import TOPICS, Event, EventHub, sse
+from collector.gps.crs import wgs84_to_gcj02
 from edge import __version__
-from edge.config import check_org_path
+from edge.config import check_org_path, org_within
 from edge.errors import StoreError
 from edge.point import Point
 from edge.query import Where
@@ -61,7 +100,6 @@ ONE = _responses(400, 401, 403, 404, 422, 429, 503)
 
 
 def _wgs_to_gcj(lat: float, lon: float) -> tuple[float, float]:
-    from collector.gps.crs import wgs84_to_gcj02
     return wgs84_to_gcj02(lat, lon)
 
 
@@ -344,7 +382,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         page = rows[:limit]
         nxt = None
         if len(rows) > limit:
-            from api.reads import encode_cursor
             nxt = encode_cursor(rows[limit].time_ns, 0)
         return Readings(meter=meter_id, every=every, agg=agg, next_cursor=nxt,
                         items=[Reading(time=iso(r.time_ns, tz), values=r.values) for r in page])
@@ -777,7 +814,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 if t not in want:
                     continue
                 for subject, pt in ctx.live.all_latest(t).items():
-                    from api.stream import Event
                     ev = Event(ident, t, org_of_point(pt), subject, pt)
                     if visible(ev):
                         data = payload(ev)
@@ -847,7 +883,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
 # --- small pure helpers ---------------------------------------------------------------------------
 
 def _within(path: str, scope: str) -> bool:
-    from edge.config import org_within
     return org_within(path, scope)
 
 
@@ -861,12 +896,10 @@ def _window_count(every: str, s: int, e: int) -> int:
 
 
 def _int_cursor(i: int) -> str:
-    from api.reads import encode_id_cursor
     return encode_id_cursor(str(i))
 
 
 def decode_id_cursor_int(cursor: str) -> int:
-    from api.reads import decode_id_cursor
     raw = decode_id_cursor(cursor)
     if not raw.isdigit() or len(raw) > 18:
         raise BadCursor("cursor is not one this API gave out")

@@ -40,6 +40,7 @@ import orjson
 
 from edge.config import org_within
 from edge.errors import StoreError
+from edge.store import decode_value
 
 Agg = Literal["mean", "sum", "min", "max", "first", "last", "count", "spread"]
 AGGS: tuple[str, ...] = ("mean", "sum", "min", "max", "first", "last", "count", "spread")
@@ -394,7 +395,6 @@ class StoreQuery:
         return {known[n][0]: (n, known[n][1]) for n in names if n in known}
 
     def _latest(self, measurement: str, fields: Sequence[str] | None, where: Where, since_ns: int | None) -> list[Latest]:
-        from edge.store import decode_value
         series = self._select_series(measurement, where)
         fids = self._fields(measurement, fields)
         if not series or not fids:
@@ -412,7 +412,6 @@ class StoreQuery:
         return sorted(out, key=lambda r: (tuple(sorted(r.tags.items())), r.field))
 
     def _raw(self, measurement: str, fields: Sequence[str], start_ns: int, end_ns: int, where: Where) -> list[Series]:
-        from edge.store import decode_value
         series = self._select_series(measurement, where)
         fids = self._fields(measurement, fields)
         if not series or not fids:

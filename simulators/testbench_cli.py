@@ -35,7 +35,8 @@ def run_cmd(scenario: str = typer.Argument(..., help="compound | county | stress
             as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON")) -> None:
     """Run SCENARIO and print the reconciliation. Exit 1 when something was lost without explanation."""
     from edge.errors import ConfigError
-    from simulators.testbench.report import markdown, plot as plot_png
+    from simulators.testbench.report import markdown
+    from simulators.testbench.report import plot as plot_png
     from simulators.testbench.runner import run_scenario
     from simulators.testbench.scenario import load_scenario
     try:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from edge.errors import PayloadError
+
 F_PER_C = 9.0 / 5.0
 
 
@@ -453,7 +455,6 @@ def parse_temperature_csv(text: str, offset_ns: int = 8 * 3600 * 10**9) -> tuple
     import datetime as dt
     import io
 
-    from edge.errors import PayloadError
 
     rows = csv.DictReader(io.StringIO(text))
     cols = rows.fieldnames or []

@@ -19,9 +19,8 @@ from typing import Callable, Optional
 import numpy as np
 import typer
 
-from analytics.energy.jobs import (ArraySource, CounterSource, buildings_from_site, compute_energy_from_query,
-                                   compute_energy_range, meters_from_site)
 from analytics.energy.factors import CARRIER_FIELD, FactorSet
+from analytics.energy.jobs import ArraySource, CounterSource, buildings_from_site, compute_energy_from_query, compute_energy_range, meters_from_site
 from analytics.workcal import WorkCalendar
 from edge.errors import ConfigError, EdgeError
 from edge.point import to_lines

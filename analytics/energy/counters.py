@@ -27,8 +27,8 @@ NaN for a missing reading, so 1,000 meters are processed at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from enum import Enum, IntEnum
+from functools import cached_property
 
 import numpy as np
 

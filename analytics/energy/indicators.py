@@ -27,8 +27,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from analytics.energy.factors import CARRIER_FIELD, FactorSet
+from analytics.energy.counters import CounterSpec, GapPolicy, bin_energy, counter_deltas
+from analytics.energy.factors import CARRIER_FIELD, FIVE_YEAR_TARGETS, FactorSet
 from analytics.periods import QUARTERS_PER_DAY, LocalCalendar, Period
+from edge.point import Point
 
 MEASUREMENT = "energy_indicator"
 POWER_CARRIERS = ("electricity", "heat")
@@ -470,7 +472,6 @@ def to_points(tables: Iterable[IndicatorTable]):
     ``scope``, ``id``, ``org``, ``period``, ``carrier``; fields with units in their names (only
     finite values; a row-period with none is skipped); time = period start (UTC ns); a string
     field ``factor_set`` names the factors used."""
-    from edge.point import Point
 
     out = []
     for t in tables:
@@ -507,7 +508,6 @@ def block_from_counters(times_ns: np.ndarray, values: np.ndarray, specs, cal: Lo
 
     ``specs``: one ``CounterSpec`` for all rows or a list of one per row (rows with equal specs
     are processed together)."""
-    from analytics.energy.counters import CounterSpec, GapPolicy, bin_energy, counter_deltas
 
     gap_policy = gap_policy or GapPolicy.spread
     v = np.atleast_2d(np.asarray(values, dtype=np.float64))
@@ -548,7 +548,6 @@ def daily_consumption(times_ns: np.ndarray, values: np.ndarray, spec, cal: Local
     """Daily consumption only (rows × days, NaN for a day with no known quarter) and its
     coverage, with the same counter rules and the same 15-minute binning as
     ``block_from_counters``, without keeping the quarter-hour block."""
-    from analytics.energy.counters import CounterSpec, bin_energy, counter_deltas
 
     v = np.atleast_2d(np.asarray(values, dtype=np.float64))
     m = v.shape[0]
@@ -575,7 +574,6 @@ def combine_carriers(t: IndicatorTable, areas_m2: dict[str, float] | None = None
     orgs: the buildings at or below them), ``kgce_per_m2``, ``kwh_per_m2``, ``kgce_per_person``,
     ``water_m3_per_person`` for the period, and for year periods the ratio to the five-year
     targets (``*_target_ratio``, ≤ 1 = within; the targets' confidence is in analytics.energy.factors)."""
-    from analytics.energy.factors import FIVE_YEAR_TARGETS
 
     ids: list[str] = []
     orgs: list[str] = []

@@ -20,10 +20,23 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from analytics.energy.anomalies import baseline_anomalies
+from analytics.energy.baseline import daily_mean_temperature, fit_daily_models, savings
 from analytics.energy.counters import CounterSpec
-from analytics.energy.indicators import (IndicatorTable, add_changes, apply_rollup, areas_for, block_from_counters,
-                              combine_carriers, compute_indicators, rollup_by_building, rollup_by_org, to_points)
 from analytics.energy.factors import CARRIER_FIELD, FactorSet
+from analytics.energy.indicators import (
+    IndicatorTable,
+    add_changes,
+    apply_rollup,
+    areas_for,
+    block_from_counters,
+    combine_carriers,
+    compute_indicators,
+    daily_consumption,
+    rollup_by_building,
+    rollup_by_org,
+    to_points,
+)
 from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
 from analytics.workcal import WorkCalendar
 
@@ -176,9 +189,6 @@ def compute_baselines(source: CounterSource, meters: Sequence[MeterInfo], baseli
                       cal: LocalCalendar = LocalCalendar()) -> BaselineReport:
     """CalTRACK daily baselines (``analytics.energy.baseline``) for every meter from the same weather
     series: fit on ``baseline`` (12 months), savings and anomalies on ``reporting``."""
-    from analytics.energy.anomalies import baseline_anomalies
-    from analytics.energy.baseline import daily_mean_temperature, fit_daily_models, savings
-    from analytics.energy.indicators import daily_consumption
 
     def daily(first: dt.date, last: dt.date):
         n_days = (last - first).days + 1

@@ -24,9 +24,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from analytics.fleet.indicators import WorkingTime
 from analytics.fleet.geo import Fence, haversine_m
 from analytics.fleet.geofence import FenceTracker
+from analytics.fleet.indicators import WorkingTime
 from edge.errors import PayloadError
 from edge.point import Point
 

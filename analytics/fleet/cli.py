@@ -15,9 +15,9 @@ from typing import Optional
 
 import typer
 
+from analytics.fleet.geo import fences_from_config
 from analytics.fleet.indicators import VehicleInfo, WeekdayCalendar, WorkingTime, vehicle_infos
 from analytics.fleet.jobs import PointsSource, recompute, run_fleet
-from analytics.fleet.geo import fences_from_config
 from analytics.fleet.tracks import NS
 from edge.errors import EdgeError
 from edge.point import parse_lines, to_lines

@@ -15,21 +15,27 @@ incrementally, one period at a time.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from analytics.fleet.alerts import AlertRules
-
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
-from analytics.fleet.indicators import (FleetParams, FleetResult, VehicleInfo, WorkingTime, fleet_indicator_points,
-                             org_indicators, trip_points, vehicle_indicators)
+from analytics.fleet.alerts import AlertRules
+from analytics.fleet.indicators import (
+    FleetParams,
+    FleetResult,
+    VehicleInfo,
+    WorkingTime,
+    fleet_indicator_points,
+    org_indicators,
+    trip_points,
+    under_used,
+    vehicle_indicators,
+)
 from analytics.fleet.tracks import NS, CleanParams, Tracks, clean
-from analytics.fleet.trips import TripParams, segment
+from analytics.fleet.trips import Method, TripParams, segment
 from edge.point import Point
+from edge.query import Where
 
 
 class PositionSource(Protocol):
@@ -165,7 +171,6 @@ class PrefetchedSource:
 
 async def load_positions(query, vehicle_ids: Sequence[str], start_ns: int, end_ns: int) -> PrefetchedSource:
     """One ``raw`` query for the positions of ``vehicle_ids`` in [start_ns, end_ns)."""
-    from edge.query import Where
     if not vehicle_ids:
         return PrefetchedSource({})
     series = await query.raw("position", list(POSITION_FIELDS), start_ns, end_ns,
@@ -224,7 +229,6 @@ def recompute(source: PositionSource, infos: Sequence[VehicleInfo], start_ns: in
     With ``period="week"``, vehicles under-used over the last ``params.fleet.under_used_weeks``
     weeks are flagged (``under_used``) in the last week's points.
     """
-    from analytics.fleet.indicators import under_used
     points: list[Point] = []
     fixes = short = 0
     dropped: dict[str, int] = {}
@@ -261,8 +265,6 @@ def params_from_config(fleet_cfg) -> tuple[JobParams, "AlertRules"]:
     and ``AlertRules``, plus ``segmentation`` for ``TripParams.method``."""
     from dataclasses import fields as dc_fields
 
-    from analytics.fleet.alerts import AlertRules
-    from analytics.fleet.trips import Method
 
     def build(cls, extra=None):
         kw = {f.name: getattr(fleet_cfg, f.name) for f in dc_fields(cls) if getattr(fleet_cfg, f.name, None) is not None}
@@ -281,7 +283,6 @@ async def run_fleet_chunked(query, infos: Sequence[VehicleInfo], start_ns: int, 
     those of ``chunk`` vehicles, not the whole fleet's (the service runs this every few minutes over
     all of today). Vehicles are independent; the org roll-up is done once over all of them."""
     import asyncio
-    from analytics.fleet.indicators import org_indicators
     m = int(params.margin_s * NS)
     per_vehicle = []
     trips: list[Point] = []

@@ -16,8 +16,28 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edge.config import (Analytics, Api, Building, Circle, Geofence, Meter, Mqtt, Org, Outbox, Site, SiteInfo, Store,
-                         StoreKind, Transport, TransportKind, Vehicle)
+from edge.app.service import EdgeService
+from edge.broker import EmbeddedBroker
+from edge.config import (
+    Analytics,
+    Api,
+    Building,
+    Circle,
+    Geofence,
+    Meter,
+    Mqtt,
+    Org,
+    Outbox,
+    Site,
+    SiteInfo,
+    Store,
+    StoreKind,
+    Transport,
+    TransportKind,
+    Vehicle,
+)
+from simulators.meters import MeterServer
+from simulators.vehicles import VehicleFleet
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +68,6 @@ def demo_site(meter_ports: dict[str, int], broker_port: int, api_port: int, data
 
 async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_dir: Path = Path("var/demo"),
                    announce: Callable[[str], None] = print) -> dict[str, Any]:
-    from edge.broker import EmbeddedBroker
-    from edge.app.service import EdgeService
-    from simulators.meters import MeterServer
-    from simulators.vehicles import VehicleFleet
 
     data_dir = Path(data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)

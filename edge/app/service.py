@@ -19,9 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
+from analytics.fleet.alerts import AlertEngine
+from analytics.fleet.geo import fences_from_config
+from analytics.fleet.indicators import WorkingTime
+from analytics.fleet.jobs import params_from_config
+from analytics.scheduler import IndicatorJob
+from analytics.workcal import WorkCalendar
+from api.app import create_app
+from api.context import ApiContext
+from api.keys import KeyStore, keys_path_for
+from api.upstream import Upstream
+from collector.gps.subscriber import GpsCollector
+from collector.modbus.service import ModbusCollector
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Site, StoreKind
+from edge.delivery import Deliverer, build_query, build_sink
 from edge.live import LiveState
+from edge.metrics import Metrics
 from edge.outbox import Outbox
 from edge.point import Point
 
@@ -96,8 +110,6 @@ class EdgeService:
     components: list[Component] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from edge.delivery import Deliverer, build_query, build_sink
-        from edge.metrics import Metrics
 
         self.metrics = Metrics()
         ob = self.site.outbox
@@ -125,7 +137,6 @@ class EdgeService:
         up = self.site.api.upstream
         if up is None:
             return None
-        from api.upstream import Upstream
         return Upstream.influxdb(self._path(str(Path(self.site.outbox.path).with_name("upstream_outbox.sqlite"))), up.url,
                                  database=up.database, org=up.org, bucket=up.bucket, token=up.token,
                                  username=up.username, password=up.password, measurements=up.measurements,
@@ -135,11 +146,6 @@ class EdgeService:
         """Live fleet alerts (overspeed, long idle, out of hours, geofences, lost signal) as positions arrive."""
         if not self.site.vehicles:
             return None
-        from analytics.fleet.alerts import AlertEngine
-        from analytics.fleet.indicators import WorkingTime
-        from analytics.fleet.jobs import params_from_config
-        from analytics.fleet.geo import fences_from_config
-        from analytics.workcal import WorkCalendar
         _, rules = params_from_config(self.site.fleet)
         working = WorkingTime.from_workcal(WorkCalendar.from_config(self.site.analytics))
         return AlertEngine(rules, fences_from_config(self.site.geofences), working,
@@ -169,15 +175,12 @@ class EdgeService:
 
     def _build_collectors(self) -> None:
         if self.site.meters:
-            from collector.modbus.service import ModbusCollector
             self.modbus = ModbusCollector(self.site, self.ingest, clock=self.clock, profiles_dir=self.site.profiles_dir)
             self.components.append(Component("modbus", self.modbus.run, self.modbus.stats))
         if self.site.vehicles or self.site.mqtt.broker != "embedded":
-            from collector.gps.subscriber import GpsCollector
             self.gps = GpsCollector(self.site.mqtt, self.site.vehicles, self.ingest, clock=self.clock,
                                     broker_url=self._broker_url())
             self.components.append(Component("gps", self.gps.run, self.gps.stats))
-        from analytics.scheduler import IndicatorJob
         self.indicators = IndicatorJob(self.site, self.query, self.ingest, clock=self.clock)
         self.ingest.observers.append(self.indicators.observe)
         self.components.append(Component("indicators", self.indicators.run,
@@ -215,8 +218,6 @@ class EdgeService:
         return {"status": status, "components": comps}
 
     def api_context(self):
-        from api.context import ApiContext
-        from api.keys import KeyStore, keys_path_for
         return ApiContext(site=self.site, live=self.live, health=self.health, query=self.query,
                           metrics_text=self.metrics.text, extras={"service": self},
                           keys=KeyStore(keys_path_for(self.site, self.data_dir)), auth=self.site.api.auth,
@@ -248,7 +249,6 @@ class EdgeService:
 
     async def _start_api(self) -> None:
         import uvicorn
-        from api.app import create_app
         app = create_app(self.api_context())
         self._app = app
         port = self.site.api.port if self.api_port is None else self.api_port

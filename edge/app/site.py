@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.modbus.service import compile_site as compile_modbus
 from edge.config import Site, load_site
 from edge.errors import ConfigError
 
@@ -36,7 +37,6 @@ def compile_site(source: Site | str | os.PathLike, file: str | None = None) -> C
     summaries: dict[str, PlanSummary] = {}
     plans = None
     if site.meters:
-        from collector.modbus.service import compile_site as compile_modbus
         try:
             plans = compile_modbus(site, site.profiles_dir)
         except ConfigError as e:

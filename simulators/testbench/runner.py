@@ -23,12 +23,29 @@ from typing import Any, Callable
 import orjson
 import yaml
 
-from edge.config import (Api, Building, Meter, Mqtt, Org, Outbox, PayloadFormat, Site, SiteInfo, Store, StoreKind,
-                         Topic, Transport, TransportKind, Vehicle)
+from edge.config import (
+    Api,
+    Building,
+    Meter,
+    Mqtt,
+    Org,
+    Outbox,
+    PayloadFormat,
+    Site,
+    SiteInfo,
+    Store,
+    StoreKind,
+    Topic,
+    Transport,
+    TransportKind,
+    Vehicle,
+)
+from edge.delivery import build_query
+from edge.query import Where
+from simulators.meters import read_profile
 from simulators.testbench import accounting
 from simulators.testbench.procs import Influx, Mosquitto, PythonProc, free_port, wait_file
 from simulators.testbench.scenario import ChaosKind, Scenario
-from simulators.meters import read_profile
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +186,6 @@ def rejected_positions(letters: list[tuple[str, bytes, str]]) -> list[tuple[str,
 
 
 async def _store_times(store: Store, layout: Layout, start_ns: int, end_ns: int) -> tuple[dict, dict]:
-    from edge.delivery import build_query
-    from edge.query import Where
     q = build_query(store)
     try:
         meters: dict[str, list[int]] = {}

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from api.app import create_app
 from api.keys import KeyStore, Role
 from api.keys_cli import app as keys_app
+from edge.app.service import ServiceIngest
 from edge.live import LiveState
 from edge.outbox import Outbox
-from edge.app.service import ServiceIngest
 from tests.api.apienv import INST42, XIHU, build_env
 
 

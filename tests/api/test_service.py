@@ -7,8 +7,8 @@ import httpx
 
 from api.app import create_app
 from api.keys import KeyStore, keys_path_for
-from edge.config import Api, Org, Outbox, Site, Store, StoreKind
 from edge.app.service import EdgeService
+from edge.config import Api, Org, Outbox, Site, Store, StoreKind
 
 ORG = "330000/330100/330106"
 

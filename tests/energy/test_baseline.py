@@ -161,9 +161,10 @@ def test_school_2018_agrees_with_eemeter_caltrack_legacy(school_daily, eemeter_l
 
 
 def test_weather_csv_and_daily_means_in_shanghai_days():
+    import datetime as dt
+
     from analytics.energy.baseline import daily_mean_temperature, parse_temperature_csv
     from analytics.periods import LocalCalendar
-    import datetime as dt
 
     lines = ["time,temp_c"] + [f"2025-01-01T{h:02d}:00,{h}" for h in range(24)] + \
             ["2025-01-01T16:00:00Z,99", "2025-01-02T00:30+08:00,"]

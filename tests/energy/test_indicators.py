@@ -6,11 +6,22 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from analytics.energy.indicators import (QuarterBlock, apply_rollup, change, compute_indicators, month_on_month,
-                              nan_percentile, org_prefixes, per_area_and_person, rollup_by_building,
-                              rollup_by_org, to_points, year_on_year)
-from analytics.energy.jobs import ArraySource, MeterInfo, compute_energy_range
 from analytics.energy.factors import FIVE_YEAR_TARGETS, Confidence, FactorSet, quota_progress, target_progress
+from analytics.energy.indicators import (
+    QuarterBlock,
+    apply_rollup,
+    change,
+    compute_indicators,
+    month_on_month,
+    nan_percentile,
+    org_prefixes,
+    per_area_and_person,
+    rollup_by_building,
+    rollup_by_org,
+    to_points,
+    year_on_year,
+)
+from analytics.energy.jobs import ArraySource, MeterInfo, compute_energy_range
 from analytics.periods import Period
 
 

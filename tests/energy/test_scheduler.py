@@ -5,8 +5,8 @@ import datetime as dt
 
 import pytest
 
-from analytics.scheduler import IndicatorJob
 from analytics.periods import LocalCalendar
+from analytics.scheduler import IndicatorJob
 from edge.clock import FakeClock
 from edge.config import Building, Meter, Org, Site, Transport
 from edge.point import Point

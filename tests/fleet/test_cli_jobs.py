@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from typer.testing import CliRunner
 
 from analytics.fleet.cli import app
@@ -106,9 +105,9 @@ def test_weekly_recompute_flags_the_under_used_vehicle(builder, at, cn_working):
 
 async def test_run_fleet_reads_through_the_query_layer(builder, at, cn_working, tmp_path):
     from analytics.fleet.jobs import run_fleet
+    from analytics.fleet.tracks import Tracks
     from edge.query import StoreQuery
     from edge.store import EmbeddedStore
-    from analytics.fleet.tracks import Tracks
     a = builder("2025-10-11 08:00").park(1800).drive(3600, 40).park(3600).drive(1800, 40).park(1800).tracks("浙A·12345")
     b = builder("2025-10-11 09:00", lat=30.3).park(600).drive(1200, 30).park(600).tracks("浙A·54321", acc=False)
     store = EmbeddedStore(tmp_path / "store.sqlite")

@@ -8,9 +8,18 @@ import math
 import chinese_calendar
 import pytest
 
-from analytics.fleet.indicators import (VehicleInfo, WeekdayCalendar, WorkingTime, fleet_indicator_points, org_indicators,
-                             trip_flags, trip_points, under_used, vehicle_indicators)
 from analytics.fleet.geo import Fence
+from analytics.fleet.indicators import (
+    VehicleInfo,
+    WeekdayCalendar,
+    WorkingTime,
+    fleet_indicator_points,
+    org_indicators,
+    trip_flags,
+    trip_points,
+    under_used,
+    vehicle_indicators,
+)
 from analytics.fleet.tracks import Tracks, clean
 from analytics.fleet.trips import TripParams, segment
 from edge.point import parse_line

@@ -8,7 +8,7 @@ import shapely
 from pyproj import Geod
 
 from analytics.fleet.geo import Fence, haversine_m, in_polygon, near_m
-from analytics.fleet.tracks import CleanParams, NS, Tracks, clean
+from analytics.fleet.tracks import NS, CleanParams, Tracks, clean
 
 
 def test_haversine_matches_the_wgs84_ellipsoid_within_half_a_percent():

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from simulators.meters import MeterServer
 
 EDGE = [sys.executable, "-m", "edge.app.cli"]

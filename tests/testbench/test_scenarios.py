@@ -2,11 +2,11 @@
 
 import pytest
 
-from edge.errors import ConfigError
 from edge.app.site import compile_site
+from edge.config import Outbox, Store
+from edge.errors import ConfigError
 from simulators.testbench.runner import build_site, plan_layout
 from simulators.testbench.scenario import ChaosKind, load_scenario
-from edge.config import Outbox, Store
 
 
 @pytest.mark.parametrize(("name", "meters", "vehicles"), [("compound", 40, 20), ("county", 400, 200), ("stress", 2000, 1000)])

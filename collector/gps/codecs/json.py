@@ -18,7 +18,7 @@ from datetime import datetime
 
 import orjson
 
-from collector.gps.codecs import MEASUREMENT, check_range, check_vehicle_id
+from collector.gps.codecs.positions import MEASUREMENT, check_range, check_vehicle_id
 from edge.errors import PayloadError
 from edge.point import Point
 

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from collector.gps.codecs import position
+from collector.gps.codecs.positions import position
 from edge.errors import PayloadError
 from edge.point import Point
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from collector.gps.codecs import check_vehicle_id, position
+from collector.gps.codecs.positions import check_vehicle_id, position
 from edge.errors import PayloadError
 from edge.point import Point
 

@@ -12,7 +12,7 @@ import math
 
 import orjson
 
-from collector.gps.codecs import check_vehicle_id, position
+from collector.gps.codecs.positions import check_vehicle_id, position
 from edge.errors import PayloadError
 from edge.point import Point
 
