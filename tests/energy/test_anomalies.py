@@ -30,6 +30,7 @@ def test_night_and_holiday_load_above_base():
     q[2, :] = 2.5                  # 10 kW all day on a holiday
     out = night_load_anomalies("m1", np.arange(3) * D, q, np.array([True, True, False]), base_load_kw=4.0)
     assert [(a.rule, a.start_ns) for a in out] == [("night_load_above_base", D), ("holiday_load_above_base", 2 * D)]
+    # the limit is the rule's own expression; the mean of 24 quarters of 3 kWh is exact
     assert out[0].evidence["limit_kw"] == 4.0 * 1.5 + 1.0 and out[0].evidence["mean_kw"] == 12.0
     assert out[0].end_ns == D + 6 * H
 

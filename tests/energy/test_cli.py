@@ -36,6 +36,7 @@ def test_energy_verb_prints_indicator_points(tmp_path):
     assert res.exit_code == 0, res.output
     pts = parse_lines(res.stdout)
     meter_day = [p for p in pts if p.tags["scope"] == "meter" and p.tags["period"] == "day"]
+    # readings in steps of 0.25 kWh, written with repr: their deltas and sums are exact
     assert len(meter_day) == 1 and meter_day[0].fields["consumption_kwh"] == 24.0
     assert meter_day[0].fields["off_hours_share"] == 1.0        # 2025-10-01 is National Day
     assert {p.tags["scope"] for p in pts} == {"meter", "building", "org"}

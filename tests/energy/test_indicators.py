@@ -1,5 +1,9 @@
 """Indicators on hand-computed cases: consumption, kgce, kgCO2, peak, load factor, base load,
-off-hours share across the October 2025 holidays, roll-up by org path, changes, quotas, Points."""
+off-hours share across the October 2025 holidays, roll-up by org path, changes, quotas, Points.
+
+Where the quarter energies are whole kWh, their sums, maxima, percentiles of equal values and full
+coverage are exact in any summation order (any BLAS, any SIMD width) and compare with ==; anything
+else (0.1 m3 quarters, factors, ratios) compares with pytest.approx."""
 
 import datetime as dt
 
@@ -162,6 +166,7 @@ def test_factors_and_grid_override():
 def test_per_area_person_and_targets():
     r = per_area_and_person(kgce_year=175_560.0, kwh_year=700_000.0, water_m3_year=4_000.0, floor_area_m2=10_000.0,
                             occupants=200)
+    # each is one correctly rounded division whose exact quotient is the literal: the same double
     assert r == {"kgce_per_m2": 17.556, "kwh_per_m2": 70.0, "kgce_per_person": 877.8, "water_m3_per_person": 20.0}
     p = target_progress("kgce_per_m2", 17.556)
     assert FIVE_YEAR_TARGETS["kgce_per_m2"].target == pytest.approx(17.556)
@@ -197,7 +202,7 @@ def test_job_from_counter_readings_with_wrap_and_shanghai_midnight(cal):
                                dt.date(2025, 10, 13), dt.date(2025, 10, 14))
     day = next(x for x in rep.tables if x.scope == "meter" and x.period is Period.day)
     assert day.fields["consumption_kwh"][0].tolist() == pytest.approx([48.0, 48.0])
-    assert day.fields["coverage"][0].tolist() == [1.0, 1.0]
+    assert day.fields["coverage"][0].tolist() == [1.0, 1.0]   # exact: whole-second ns times are exact in a double
     assert [e.kind for _, e in rep.events] == ["wrap"]
     org = [p for p in rep.points if p.tags["scope"] == "org" and p.tags["period"] == "day"]
     assert {p.tags["id"] for p in org} == {"330000", "330000/330100"}

@@ -72,7 +72,7 @@ def test_jt808_2013_header_escapes_and_status_bits():
     [p] = jt808.decode(frame)
     f = p.fields
     assert p.tags["vehicle"] == "13912344323"
-    assert (f["lat"], f["lon"]) == (30.2741, 120.1551)
+    assert (f["lat"], f["lon"]) == (30.2741, 120.1551)  # raw / 1e6: one correctly rounded division, the literal
     assert f["acc"] is True and f["speed_kmh"] == pytest.approx(42.5) and f["heading_deg"] == 270.0
     assert f["odometer_km"] == pytest.approx(12345.6) and f["satellites"] == 0x7d
     assert p.time_ns == ns("2024-11-25T08:30:00+08:00")
@@ -106,7 +106,7 @@ def test_jt808_other_messages_subpackages_and_batches():
     b1, b2 = _body(2, 30000000, 120000000), _body(2, 30000001, 120000001, t="241125083001")
     batch = struct.pack(">HB", 2, 0) + struct.pack(">H", len(b1)) + b1 + struct.pack(">H", len(b2)) + b2
     pts = jt808.decode(_frame_2013(batch, msg=0x0704))
-    assert [p.fields["lat"] for p in pts] == [30.0, 30.000001]
+    assert [p.fields["lat"] for p in pts] == [30.0, 30.000001]  # raw / 1e6, as above
     two = jt808.decode(_frame_2013(b1) + _frame_2013(b2))  # two frames in one payload
     assert len(two) == 2
 

@@ -32,7 +32,7 @@ async def test_readback_every_profile(profile_id, framer, kind, ingest):
     factor = {"none": 1.0, "pt": PT, "ct": CT, "pt*ct": PT * CT}
     expected = {r.name: served[r.name] * factor[r.ratio] if r.ratio != "none" else served[r.name]
                 for r in prof.registers}
-    assert dict(point.fields) == expected
+    assert dict(point.fields) == expected  # raw x scale + offset, x ratio: the same operations both sides
     assert point.tags == {"meter": "m1", "org": "330000/330100/330106/inst-042", "building": "b1",
                           "carrier": prof.carrier, "profile": profile_id}
     assert point.time_ns == clock.now_ns()
