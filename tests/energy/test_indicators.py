@@ -173,6 +173,9 @@ def test_per_area_person_and_targets():
     assert p.met and p.ratio == pytest.approx(1.0) and p.reduction_vs_baseline == pytest.approx(0.05)
     q = quota_progress("A", 75.0)
     assert not q.met and q.confidence is Confidence.unconfirmed
+    # a value exactly at a published target meets it (329.56 x 0.94 is 309.78639999999996 in binary)
+    assert all(target_progress(k, float(v)).met for k, v in (("kgce_per_person", "309.7864"),
+                                                                ("kgce_per_m2", "17.556"), ("water_m3_per_person", "20.2382")))
 
 
 def test_points_shape(cal, workcal):
