@@ -643,9 +643,9 @@ def _final_fits(y2: np.ndarray, t: np.ndarray, kinds: list[str], hbp: np.ndarray
             models.append(DailyModel(kind, np.nan, np.nan, np.nan, hbp_l[r], cbp_l[r], int(n_r), pr,
                                      np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan, np.nan,
                                      np.full((pr, pr), np.nan), False, False, False,
-                                     ("too few days to fit", *(x.text for x in verdict.reasons)), verdict.reasons))
+                                     ("too few days to fit", *(f"{x.code}: {x.text}" for x in verdict.reasons)), verdict.reasons))
             continue
-        notes = [x.text for x in verdict.reasons]
+        notes = [f"{x.code}: {x.text}" for x in verdict.reasons]
         sufficient = verdict.ok
         months_ok = km_l[r] > pr
         if not months_ok:

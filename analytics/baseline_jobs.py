@@ -53,7 +53,7 @@ def baseline_points(report: BaselineReport, meters: Sequence[MeterInfo], reporti
             fields["reporting_days"] = s.days
             fields["reporting_sufficient"] = s.reporting_sufficient
             fields["reporting_reasons"] = ",".join(r.code for r in s.reporting_reasons if r.refuses)
-            notes += [r.text for r in s.reporting_reasons]
+            notes += [f"{r.code}: {r.text}" for r in s.reporting_reasons]
             if s.reported:
                 fields.update({"predicted": s.predicted, "actual": s.actual, "savings": s.savings,
                                "savings_fraction": s.fraction, "fsu": s.fsu,
