@@ -281,9 +281,10 @@ def _temperature_reasons(t: np.ndarray, implausible: np.ndarray | None, month_in
                               f"{need:.0%} of their days"))
     n_bad = int(np.count_nonzero(bad_day))
     if n_bad:
+        lost = int(np.count_nonzero(bad_day & ~t_ok))     # days left without a daily mean by it
         reasons.append(Reason("temperature_implausible",
-                              f"{what}: {n_bad} day(s) had outdoor temperatures outside {lo:g}..{hi:g} °C, "
-                              f"left out as missing", refuses=bool(low_cov or low_months)))
+                              f"{what}: {n_bad} day(s) had outdoor temperatures outside {lo:g}..{hi:g} °C, left "
+                              f"out; {lost} day(s) lost their daily mean", refuses=bool(lost and (low_cov or low_months))))
     stuck = _stuck_days(np.where(t_ok, t, np.nan), settings.stuck_run_days, settings.stuck_tolerance_c)
     n_stuck = int(stuck.sum())
     if n_stuck:
@@ -340,7 +341,19 @@ def baseline_sufficiency(y: np.ndarray, temp_c: np.ndarray, month_of_day: np.nda
     ext = np.zeros(m, dtype=np.int64)
     has = n_y > 0
     if has.any():
-        q25, med, q75 = np.nanpercentile(y2[has], [25, 50, 75], axis=1)
+        # quartiles per row as numpy's linear method, on rows sorted once (NaN sort last);
+        # nanpercentile loops over rows in Python, 10x slower for 1,000 meters
+        ys = np.sort(y2[has], axis=1)
+        rows = np.arange(ys.shape[0])
+        last = n_y[has] - 1
+
+        def quantile(q: float) -> np.ndarray:
+            pos = last * q
+            lo = np.floor(pos).astype(np.int64)
+            hi = np.minimum(lo + 1, last)
+            return ys[rows, lo] + (pos - lo) * (ys[rows, hi] - ys[rows, lo])
+
+        q25, med, q75 = quantile(0.25), quantile(0.5), quantile(0.75)
         lim = med + 3 * (q75 - q25)
         with np.errstate(invalid="ignore"):
             ext[has] = (y2[has] > lim[:, None]).sum(axis=1)
