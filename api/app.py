@@ -44,6 +44,7 @@ from api.reads import (
 from api.schemas import (
     Alert,
     AuditOut,
+    Baseline,
     BuildingOut,
     DeadLetterOut,
     Fix,
@@ -573,6 +574,42 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Fleet indicators (measurement `fleet_indicator`): trips, mileage, utilisation, 出车率 (dispatch rate)..."""
         s, e = span(start, end, 31 * 86400)
         return await indicators("fleet_indicator", p, request, scope, id, period, org, None, s, e, limit, cursor)
+
+    BASELINE_SAVINGS = ("reporting_days", "predicted", "actual", "savings", "savings_fraction", "fsu",
+                        "savings_uncertainty")
+    BASELINE_META = ("sufficient", "reasons", "reporting_sufficient", "reporting_reasons", "notes")
+
+    def baseline_out(r: Row) -> Baseline:
+        v = r.values
+
+        def codes(k: str) -> list[str]:
+            return [c for c in str(v.get(k) or "").split(",") if c]
+
+        sufficient = v.get("sufficient") is True
+        rep_ok = v.get("reporting_sufficient")
+        shown = sufficient and rep_ok is not False and "savings" in v     # never a figure beside a refusal
+        return Baseline(meter=r.tags.get("meter", ""), org=r.tags.get("org", ""), model_type=r.tags.get("model_type", ""),
+                        start=iso(r.time_ns, tz), sufficient=sufficient, reasons=codes("reasons"),
+                        reporting_sufficient=rep_ok if isinstance(rep_ok, bool) else None,
+                        reporting_reasons=codes("reporting_reasons"),
+                        notes=[n for n in str(v.get("notes") or "").split("; ") if n],
+                        model={k: x for k, x in v.items() if k not in BASELINE_SAVINGS and k not in BASELINE_META},
+                        savings={k: v[k] for k in BASELINE_SAVINGS if k in v} if shown else None)
+
+    @app.get("/v1/indicators/baseline", response_model=Page[Baseline], tags=["indicators"], responses=ONE)
+    async def baseline_indicators(
+            p: Who, request: Request,
+            id: Annotated[str | None, Query(max_length=300, description="meter id; default all")] = None,
+            org: OrgQ = None, start: From = None, end: To = None, limit: Limit = 100,
+            cursor: Cursor = None) -> Page[Baseline]:
+        """Weather-normalised baselines per meter (measurement `energy_baseline`, written by `edge analytics
+        baseline`), by reporting period start; default range: the last 366 days. Savings appear only when the
+        baseline and the reporting period meet CalTRACK's data sufficiency rules; otherwise `reasons` say why."""
+        scope_check(request, p, "energy_baseline", "meter", id)
+        s, e = span(start, end, 366 * 86400)
+        rows, nxt = await records("energy_baseline", {"meter": id} if id is not None else {},
+                                  guard.org_filter(request, p, org), s, e, limit, cursor, 86400.0)
+        return Page[Baseline](items=[baseline_out(r) for r in rows], next_cursor=nxt)
 
     # -- alerts ---------------------------------------------------------------------------------
     def alert_out(r: Row) -> Alert:

@@ -157,6 +157,24 @@ class Indicator(BaseModel):
     values: dict[str, Value] = Field(description="indicator name (with its unit) -> value")
 
 
+class Baseline(BaseModel):
+    """One ``energy_baseline`` point: a meter's CalTRACK model and, only when its baseline and
+    reporting period are both sufficient, the savings."""
+
+    meter: str
+    org: str
+    model_type: str
+    start: str = Field(description="start of the reporting period, ISO 8601 with offset")
+    sufficient: bool = Field(description="the baseline meets CalTRACK's data sufficiency rules")
+    reasons: list[str] = Field(description="why the baseline is insufficient (codes; texts in notes)")
+    reporting_sufficient: bool | None = None
+    reporting_reasons: list[str] = []
+    notes: list[str] = Field([], description="reasons and G14 verdicts in words")
+    model: dict[str, Value] = Field(description="balance points, coefficients, R2, CV(RMSE), NMBE, G14 verdicts, days")
+    savings: dict[str, Value] | None = Field(None, description="predicted, actual, savings, savings_fraction, fsu ...; "
+                                                               "null when either period is insufficient")
+
+
 class Alert(BaseModel):
     id: str = Field(description="stable id: time and series")
     time: str

@@ -4,10 +4,13 @@ into Points, and the ``edge analytics baseline`` verb that reads through the que
 Points written:
 
 * ``energy_baseline`` (tags ``meter``, ``org``, ``model_type``; time = reporting period start):
-  the model (balance points °C, coefficients, R², CV(RMSE), NMBE, G14 verdicts, data
-  sufficiency) and the savings over the reporting period (predicted, actual, savings, fraction,
-  fractional savings uncertainty at 68 %). A model that misses ASHRAE Guideline 14's limits is
-  written with ``g14_ok=false``, never hidden.
+  the model (balance points °C, coefficients, R², CV(RMSE), NMBE, G14 verdicts), the data
+  sufficiency of both periods (``sufficient`` and ``reasons`` for the baseline,
+  ``reporting_sufficient`` and ``reporting_reasons``: comma-separated codes of the refusing
+  reasons, their texts in ``notes``) and, only when both are sufficient, the savings over the
+  reporting period (predicted, actual, savings, fraction, fractional savings uncertainty at
+  68 %). A model that misses ASHRAE Guideline 14's limits is written with ``g14_ok=false``, never
+  hidden; an insufficient period gets no savings fields at all.
 * ``energy_anomaly`` (tags ``meter``, ``rule``; time = the day's start): reporting days outside
   the model's 95 % prediction interval, with the evidence.
 """
@@ -43,12 +46,20 @@ def baseline_points(report: BaselineReport, meters: Sequence[MeterInfo], reporti
             "cvrmse": model.cvrmse, "nmbe": model.nmbe, "cvrmse_monthly": model.cvrmse_monthly,
             "nmbe_monthly": model.nmbe_monthly, "baseline_days": model.n, "g14_ok": model.g14_ok,
             "g14_daily_ok": model.g14_daily_ok, "g14_monthly_ok": model.g14_monthly_ok, "sufficient": model.sufficient,
+            "reasons": ",".join(r.code for r in model.refusals),
         }
+        notes = list(model.notes)
         if s is not None:
-            fields.update({"reporting_days": s.days, "predicted": s.predicted, "actual": s.actual, "savings": s.savings,
-                           "savings_fraction": s.fraction, "fsu": s.fsu, "savings_uncertainty": s.savings_uncertainty})
-        if model.notes:
-            fields["notes"] = "; ".join(model.notes)
+            fields["reporting_days"] = s.days
+            fields["reporting_sufficient"] = s.reporting_sufficient
+            fields["reporting_reasons"] = ",".join(r.code for r in s.reporting_reasons if r.refuses)
+            notes += [f"{r.code}: {r.text}" for r in s.reporting_reasons]
+            if s.reported:
+                fields.update({"predicted": s.predicted, "actual": s.actual, "savings": s.savings,
+                               "savings_fraction": s.fraction, "fsu": s.fsu,
+                               "savings_uncertainty": s.savings_uncertainty})
+        if notes:
+            fields["notes"] = "; ".join(notes)
         clean = {k: v2 for k, v in fields.items() if (v2 := _num(v)) is not None}
         out.append(Point("energy_baseline", {"meter": mid, "org": orgs.get(mid, ""), "model_type": model.model_type},
                          clean, reporting_start_ns))
@@ -57,6 +68,40 @@ def baseline_points(report: BaselineReport, meters: Sequence[MeterInfo], reporti
         out.append(Point("energy_anomaly", {"meter": a.meter, "org": orgs.get(a.meter, ""), "rule": a.rule},
                          ev or {"flag": True}, a.start_ns))
     return out
+
+
+def describe(meter_id: str, model, s=None) -> list[str]:
+    """What ``edge analytics baseline`` prints for one meter: the model line, then one line per
+    reason. The line never contradicts the flags: an insufficient baseline says so instead of a
+    G14 verdict and has no savings; a sufficient one says whether it meets G14, and shows savings
+    only when the reporting period is sufficient too."""
+    head = (f"{meter_id}: {model.model_type}, R2 {model.r2:.2f}, CV(RMSE) {model.cvrmse:.1%}, "
+            f"NMBE {model.nmbe:+.1%}, ")
+    if not model.sufficient:
+        codes = ", ".join(r.code for r in model.refusals) or "insufficient_baseline"
+        head += f"insufficient baseline: {codes}; no savings reported"
+    else:
+        head += "meets G14" if model.g14_ok else "MISSES G14"
+        if s is not None and s.reported:
+            head += f"; savings {s.savings:.1f} ({s.fraction:+.1%}, FSU {s.fsu:.0%})"
+            if not model.g14_ok:
+                head += " from a model outside G14's limits"
+        elif s is not None:
+            codes = ", ".join(r.code for r in s.refusals)
+            head += f"; insufficient reporting period: {codes}; no savings reported"
+    reasons = list(model.reasons) + (list(s.reporting_reasons) if s is not None else [])
+    return [head] + [f"  {'refused' if r.refuses else 'warning'}: {r.code}: {r.text}" for r in reasons]
+
+
+def summary(report: BaselineReport) -> str:
+    """One line over all meters, counted from the same flags as the per-meter lines."""
+    models = list(report.models.values())
+    insufficient = sum(not m.sufficient for m in models)
+    meets = sum(m.sufficient and m.g14_ok for m in models)
+    misses = sum(m.sufficient and not m.g14_ok for m in models)
+    reported = sum(s.reported for s in report.savings.values())
+    return (f"{len(models)} meter(s): {meets} meet G14, {misses} miss G14, {insufficient} insufficient baseline(s); "
+            f"savings reported for {reported}")
 
 
 def parse_range(text: str, what: str) -> tuple[dt.date, dt.date]:

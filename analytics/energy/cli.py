@@ -141,7 +141,7 @@ def baseline_cmd(
     import asyncio
 
     from analytics.energy.baseline import parse_temperature_csv
-    from analytics.energy.baseline_jobs import baseline_points, parse_range
+    from analytics.energy.baseline_jobs import baseline_points, describe, parse_range, summary
     from analytics.energy.jobs import compute_baselines, meters_from_site, prefetch_counters
     from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar
     from edge.config import load_site
@@ -177,10 +177,9 @@ def baseline_cmd(
     src = asyncio.run(fetch())
     report = compute_baselines(src, meters, b, r, temp_t, temp_c, cal)
     for mid, model in report.models.items():
-        s = report.savings.get(mid)
-        verdict = "meets G14" if model.g14_ok else "MISSES G14"
-        typer.echo(f"{mid}: {model.model_type}, R2 {model.r2:.2f}, CV(RMSE) {model.cvrmse:.1%}, NMBE {model.nmbe:+.1%}, "
-                   f"{verdict}" + (f"; savings {s.savings:.1f} ({s.fraction:+.1%}, FSU {s.fsu:.0%})" if s else ""), err=True)
+        for line in describe(mid, model, report.savings.get(mid)):
+            typer.echo(line, err=True)
+    typer.echo(summary(report), err=True)
     lines = to_lines(baseline_points(report, meters, cal.midnight_ns(r[0])))
     if out:
         out.write_text(lines + "\n", encoding="utf-8")

@@ -21,7 +21,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from analytics.energy.anomalies import baseline_anomalies
-from analytics.energy.baseline import daily_mean_temperature, fit_daily_models, savings
+from analytics.energy.baseline import counter_measured_days, daily_mean_temperature, fit_daily_models, implausible_temperature_days, savings
 from analytics.energy.counters import CounterSpec
 from analytics.energy.factors import CARRIER_FIELD, FactorSet
 from analytics.energy.indicators import (
@@ -176,8 +176,9 @@ def meters_from_site(site) -> list[MeterInfo]:
 
 @dataclass
 class BaselineReport:
-    """Per meter: the fitted model (baseline period), savings over the reporting period, and the
-    reporting days outside the model's prediction interval."""
+    """Per meter: the fitted model (baseline period), savings over the reporting period (no
+    figure, with the reasons, when either period is insufficient), and the reporting days outside
+    the model's prediction interval (only where savings are reported)."""
 
     models: dict[str, object]
     savings: dict[str, object]
@@ -188,36 +189,50 @@ def compute_baselines(source: CounterSource, meters: Sequence[MeterInfo], baseli
                       reporting: tuple[dt.date, dt.date], temp_times_ns: np.ndarray, temp_c: np.ndarray,
                       cal: LocalCalendar = LocalCalendar()) -> BaselineReport:
     """CalTRACK daily baselines (``analytics.energy.baseline``) for every meter from the same weather
-    series: fit on ``baseline`` (12 months), savings and anomalies on ``reporting``."""
+    series: fit on ``baseline`` (12 months), savings and anomalies on ``reporting``.
+
+    A day's usage counts only when the counter measured it (``counter_measured_days``: at most half
+    of the day interpolated across a gap, CalTRACK 2.2.2.1), and a day of zero electricity is
+    missing (2.2.1.4). Temperature readings outside the plausible range are left out."""
 
     def daily(first: dt.date, last: dt.date):
         n_days = (last - first).days + 1
         fd = cal.day_of(first)
         s = int(cal.day_start_ns(fd))
         e = s + n_days * NS_PER_DAY
+        temp = daily_mean_temperature(temp_times_ns, temp_c, fd, n_days)
+        bad_temp = implausible_temperature_days(temp_times_ns, temp_c, fd, n_days)
+        months = (np.arange(fd, fd + n_days).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64))
         series = [source.fetch_counter(m.id, CARRIER_FIELD[m.carrier][0], s - QUARTER_NS, e + QUARTER_NS + 1)
                   for m in meters]
         times, values = align_on_grid(series, s - QUARTER_NS, e + QUARTER_NS)
         if times.size == 0:
-            return np.full((len(meters), n_days), np.nan), daily_mean_temperature(temp_times_ns, temp_c, fd, n_days), fd
+            return np.full((len(meters), n_days), np.nan), temp, bad_temp, months, fd
         rows = []
         for r, m in enumerate(meters):
             y, _ = daily_consumption(times, values[r], m.spec, cal, fd, n_days)
-            rows.append(y[0])
-        return np.stack(rows), daily_mean_temperature(temp_times_ns, temp_c, fd, n_days), fd
+            y = y[0]
+            rt, rv = series[r]
+            y = np.where(counter_measured_days(np.asarray(rt)[~np.isnan(rv)], fd, n_days), y, np.nan)
+            if m.carrier == "electricity":
+                y = np.where(y == 0, np.nan, y)
+            rows.append(y)
+        return np.stack(rows), temp, bad_temp, months, fd
 
-    yb, tb, fdb = daily(*baseline)
-    months_b = (np.arange(fdb, fdb + yb.shape[1]).astype("datetime64[D]").astype("datetime64[M]")
-                .astype(np.int64))
-    models = fit_daily_models(yb, tb, month_of_day=months_b)
-    yr, tr, fdr = daily(*reporting)
+    yb, tb, badb, months_b, _ = daily(*baseline)
+    models = fit_daily_models(yb, tb, month_of_day=months_b, implausible_days=badb)
+    yr, tr, badr, months_r, fdr = daily(*reporting)
     starts = cal.day_start_ns(fdr + np.arange(yr.shape[1]))
     out_models, out_savings, anomalies = {}, {}, []
     for m, model, y in zip(meters, models, yr):
         out_models[m.id] = model
-        out_savings[m.id] = savings(model, y, tr)
-        anomalies.extend(baseline_anomalies(m.id, model, starts, y, tr))
-    log.info("baselines meters=%d g14_ok=%d anomalies=%d", len(meters), sum(x.g14_ok for x in models),
+        s = savings(model, y, tr, month_of_day=months_r, implausible_days=badr)
+        out_savings[m.id] = s
+        if s.reported:     # an insufficient baseline or period judges no day either
+            anomalies.extend(baseline_anomalies(m.id, model, starts, y, tr))
+    reported = sum(s.reported for s in out_savings.values())
+    log.info("baselines meters=%d insufficient=%d g14_ok=%d savings_reported=%d anomalies=%d", len(meters),
+             sum(not x.sufficient for x in models), sum(x.g14_ok and x.sufficient for x in models), reported,
              len(anomalies))
     return BaselineReport(out_models, out_savings, anomalies)
 

@@ -79,7 +79,8 @@ def test_short_baseline_is_flagged_insufficient():
     t = synthetic_temps()[:200]
     y = 100 + 5 * np.maximum(f_to_c(60) - t, 0)
     m = fit_daily_models(y, t)[0]
-    assert not m.sufficient and any("usable days" in n for n in m.notes)
+    assert not m.sufficient and [r.code for r in m.refusals] == ["incorrect_number_of_total_days"]
+    assert any("spans 200 days" in n for n in m.notes)
 
 
 def test_savings_and_fractional_uncertainty_by_hand():
