@@ -201,7 +201,9 @@ class MqttProtocol(str, Enum):
 
 class Mqtt(Frozen):
     broker: str = Field(default="embedded", description="'embedded' (in-process amqtt) or mqtt[s]://host:port")
-    embedded_port: int = 1883
+    embedded_host: str = Field(default="127.0.0.1", description="where the embedded broker listens: loopback unless "
+                               "terminals or gateways on the network publish to it (then 0.0.0.0 or an interface address)")
+    embedded_port: int = Field(default=1883, ge=0, le=65535, description="the embedded broker's port; 0: any free port")
     client_id: str = "sensing-edge"
     username: str | None = None
     password: str | None = None

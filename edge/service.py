@@ -3,9 +3,13 @@
     collectors ──Points──► ServiceIngest ──► Outbox (durable) ──► Deliverer ──► sink (InfluxDB / embedded)
                                    └──────► LiveState ──► API (latest values, live streams)
 
+When the site says ``mqtt.broker: embedded`` (the default) and has vehicles, the service starts
+the in-process broker (``edge.broker``) on ``mqtt.embedded_host:embedded_port`` before the
+collectors and stops it after them; a port already taken fails the start.
+
 Shutdown (Ctrl-C, SIGTERM): collectors stop first, then the deliverer flushes what the outbox
-holds to the store (bounded by ``flush_timeout_s``), then the API stops. Whatever was not
-delivered stays in the outbox for the next start.
+holds to the store (bounded by ``flush_timeout_s``), then the API stops, then the embedded broker.
+Whatever was not delivered stays in the outbox for the next start.
 """
 
 from __future__ import annotations
@@ -117,8 +121,10 @@ class EdgeService:
         self.deliverer = Deliverer.from_config(self.outbox, self.sink, store_cfg, self.metrics, self.clock)
         self.modbus = None
         self.gps = None
+        self.broker = None  # edge.broker.EmbeddedBroker when the site says mqtt.broker: embedded (and has vehicles)
         self._stop = asyncio.Event()
         self._api_server = None
+        self._started = False
         self._build_collectors()
 
     def _upstream(self):
@@ -174,6 +180,11 @@ class EdgeService:
             self.components.append(Component("modbus", self.modbus.run, self.modbus.stats))
         if self.site.vehicles or self.site.mqtt.broker != "embedded":
             from collector.gps.subscriber import GpsCollector
+            if self.site.mqtt.broker == "embedded":
+                # the site's own broker, in this process: started before the collectors, stopped after them
+                from edge.broker import EmbeddedBroker, free_port
+                mq = self.site.mqtt
+                self.broker = EmbeddedBroker(mq.embedded_host, mq.embedded_port or free_port(mq.embedded_host))
             self.gps = GpsCollector(self.site.mqtt, self.site.vehicles, self.ingest, clock=self.clock,
                                     broker_url=self._broker_url())
             self.components.append(Component("gps", self.gps.run, self.gps.stats))
@@ -190,8 +201,16 @@ class EdgeService:
         self.components.append(Component("delivery", self.deliverer.run, self.deliverer.stats))
 
     def _broker_url(self) -> str:
-        b = self.site.mqtt.broker
-        return f"mqtt://127.0.0.1:{self.site.mqtt.embedded_port}" if b == "embedded" else b
+        """Where the GPS subscriber (and the demo's vehicles) connect: the embedded broker is reached
+        on loopback when it listens on every interface."""
+        if self.broker is None:
+            return self.site.mqtt.broker
+        host = "127.0.0.1" if self.broker.host in ("0.0.0.0", "", "::") else self.broker.host
+        return f"mqtt://{host}:{self.broker.port}"
+
+    @property
+    def broker_url(self) -> str:
+        return self._broker_url()
 
     # -- status ---------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -205,6 +224,13 @@ class EdgeService:
                 status = "degraded"
             comps[c.name] = st
         comps["outbox"] = {"depth": self.outbox.depth()}
+        if self.broker is not None:
+            comps["broker"] = {"kind": "embedded", "host": self.broker.host, "port": self.broker.port,
+                               "running": self.broker.running}
+            if self._started and not self.broker.running:
+                status = "degraded"
+        elif self.gps is not None:
+            comps["broker"] = {"kind": "external", "url": self.site.mqtt.broker}
         if self.gps is not None and not getattr(self.gps, "connected", True):
             status = "degraded"
         if self.modbus is not None:
@@ -224,6 +250,9 @@ class EdgeService:
 
     # -- running --------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.broker is not None:
+            await self.broker.start()  # BrokerError (port taken...) fails the start, loudly
+        self._started = True
         for c in self.components:
             c.task = asyncio.create_task(self._guard(c), name=c.name)
         if self.with_api:
@@ -298,6 +327,11 @@ class EdgeService:
                 await asyncio.wait_for(self._api_task, 5)
             with contextlib.suppress(Exception):
                 await self._app.state.hub.close()
+        if self.broker is not None:  # after the subscriber is gone, so it does not log a broker outage
+            try:
+                await self.broker.stop()
+            except Exception as e:
+                log.warning("embedded broker did not stop cleanly", extra={"reason": str(e)})
         if self.upstream is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.upstream.flush(), flush_timeout_s)

@@ -51,3 +51,24 @@ async def test_service_keys_file_and_audit_points(tmp_path):
     lines = [ln for row in svc.outbox.batch(100).lines for ln in row.split("\x1e")]
     assert any(ln.startswith("audit,") and "action=forbidden" in ln for ln in lines)
     await svc.stop(flush_timeout_s=2)
+
+
+async def test_embedded_broker_on_a_taken_port_fails_the_start_naming_the_port(tmp_path):
+    import socket
+
+    import pytest
+
+    from edge.broker import BrokerError
+    from edge.config import Mqtt, Vehicle
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s = site(tmp_path, auth=False).model_copy(update={
+            "vehicles": (Vehicle(id="v1", plate="浙A·1", org=ORG),), "mqtt": Mqtt(broker="embedded", embedded_port=port)})
+        svc = EdgeService(s, data_dir=tmp_path, with_api=False)
+        assert svc.broker_url == f"mqtt://127.0.0.1:{port}"
+        with pytest.raises(BrokerError, match=str(port)):
+            await svc.start()
+        assert svc.health()["components"]["broker"]["running"] is False
+    await svc.stop(flush_timeout_s=1)
