@@ -104,6 +104,7 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
             points_stored = await asyncio.to_thread(
                 q.store.select, "SELECT count(*) FROM (SELECT DISTINCT series_id, time_ns FROM points)")
             errors = _collect(service)
+            provisional = service.indicators.provisional_years()
         finally:
             await service.stop()
             for s in servers.values():
@@ -115,6 +116,7 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
         "points_stored": points_stored[0][0],
         "vehicles_seen": vehicles_seen,
         "indicators_computed": indicators,
+        "provisional_calendar_years": provisional,  # years the holiday calendar lacks: computed weekends-only, flagged
         "errors": errors["errors"],
         "error_detail": errors["error_detail"],
         "data_dir": str(data_dir),

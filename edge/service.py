@@ -30,6 +30,15 @@ from edge.outbox import Outbox
 from edge.point import Point
 
 log = logging.getLogger(__name__)
+CALENDAR_POLL_S = 10.0  # how often the site file is checked for holiday calendar edits (a stat call)
+
+
+def _file_sig(path: Path | None) -> tuple[int, int] | None:
+    try:
+        st = Path(path).stat()
+    except (OSError, TypeError):
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 class ServiceIngest:
@@ -97,6 +106,7 @@ class EdgeService:
     data_dir: Path | None = None
     api_port: int | None = None
     with_api: bool = True
+    site_file: Path | None = None  # the site's YAML: polled for holiday calendar edits (no restart needed)
     components: list[Component] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -125,6 +135,7 @@ class EdgeService:
         self._stop = asyncio.Event()
         self._api_server = None
         self._started = False
+        self._site_sig: tuple[int, int] | None = None
         self._build_collectors()
 
     def _upstream(self):
@@ -194,11 +205,55 @@ class EdgeService:
         self.components.append(Component("indicators", self.indicators.run,
                                           lambda: {"passes": self.indicators.passes,
                                                    "last_closed_day": str(self.indicators.last_closed)}))
+        if self.site_file is not None and (self.site.meters or self.site.vehicles):
+            self._site_sig = _file_sig(self.site_file)
+            self.components.append(Component("calendar_watch", self._watch_calendar,
+                                              lambda: {"site_file": str(self.site_file)}))
         if self.upstream is not None:
             self.components.append(Component("upstream", self.upstream.run, self.upstream.stats))
         if self.alerts is not None:
             self.components.append(Component("alerts", self._alert_ticks, lambda: {"skipped": self.alerts.skipped}))
         self.components.append(Component("delivery", self.deliverer.run, self.deliverer.stats))
+
+    async def _watch_calendar(self) -> None:
+        """Poll the site file; when its ``analytics.holidays_extra`` / ``workdays_extra`` change, the
+        indicator job and the live alerts take the new calendar and the affected days are recomputed."""
+        while True:
+            await self.clock.sleep(CALENDAR_POLL_S)
+            self.reload_calendar()
+
+    def reload_calendar(self) -> bool:
+        """Read the site file again if it changed; True when the holiday calendar changed. Only the
+        calendar's two lists are applied without a restart; a file that does not load is logged and
+        the running calendar kept."""
+        sig = _file_sig(self.site_file)
+        if sig == self._site_sig:
+            return False
+        self._site_sig = sig
+        from dataclasses import replace
+
+        from edge.config import load_site
+        from edge.errors import ConfigError
+        try:
+            a = load_site(self.site_file).analytics
+            cur = self.indicators.workcal
+            if (tuple(a.holidays_extra), tuple(a.workdays_extra)) == (cur.holidays_extra, cur.workdays_extra):
+                log.info("site file changed; only analytics.holidays_extra / workdays_extra apply without a restart",
+                         extra={"site_file": str(self.site_file)})
+                return False
+            new = replace(cur, holidays_extra=tuple(a.holidays_extra), workdays_extra=tuple(a.workdays_extra)).checked()
+        except (ConfigError, OSError) as e:
+            log.warning("site file changed but does not load; keeping the running holiday calendar",
+                        extra={"site_file": str(self.site_file), "reason": str(e)})
+            return False
+        self.indicators.use_calendar(new)
+        if self.alerts is not None:
+            from analytics.fleet import WorkingTime
+            self.alerts.working = WorkingTime.from_workcal(new)
+        log.info("holiday calendar reloaded from the site file",
+                 extra={"site_file": str(self.site_file), "holidays_extra": len(new.holidays_extra),
+                        "workdays_extra": len(new.workdays_extra)})
+        return True
 
     def _broker_url(self) -> str:
         """Where the GPS subscriber (and the demo's vehicles) connect: the embedded broker is reached
@@ -232,6 +287,10 @@ class EdgeService:
         elif self.gps is not None:
             comps["broker"] = {"kind": "external", "url": self.site.mqtt.broker}
         if self.gps is not None and not getattr(self.gps, "connected", True):
+            status = "degraded"
+        cal = self.indicators.calendar_status()
+        comps["calendar"] = cal
+        if cal["provisional_years"]:  # computing on, with weekends only, until the year's holidays are entered
             status = "degraded"
         if self.modbus is not None:
             down = [k for k, h in self.modbus.health().items() if getattr(h, "up", None) is False]
