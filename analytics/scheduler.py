@@ -12,6 +12,14 @@ arrives":
 
 Recomputing writes the same Point identities (measurement, tags, period start), so it overwrites.
 
+A year the holiday calendar does not cover (``analytics.workcal``) is computed provisionally,
+weekends only: its points say ``provisional_calendar=true``, the job keeps the days it computed so
+(``provisional_days``; on its first pass it also reads back the flagged days a previous run left in
+the store), logs a warning once a local day, and the service's health names the year. When the
+calendar changes (``use_calendar``: the site file's ``holidays_extra`` / ``workdays_extra`` edited,
+or a newer chinese_calendar found at start), every computed day it classifies differently is
+recomputed on the next pass, with its month and year.
+
 Counters are read as 15-minute ``last`` windows (96 values per meter-day), each relabelled to its
 window's end: the delta between two consecutive labels is then the energy of the quarter that ends
 at the later one, as ``analytics.energy.counters`` expects. Today's pass reads the quarter in progress raw
@@ -44,7 +52,7 @@ from analytics.fleet.geo import fences_from_config
 from analytics.fleet.indicators import WorkingTime, vehicle_infos
 from analytics.fleet.jobs import params_from_config, run_fleet_chunked
 from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
-from analytics.workcal import WorkCalendar
+from analytics.workcal import FILL_FIELDS, WorkCalendar, provisional_notice
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Site
 from edge.ingest import Ingest
@@ -121,6 +129,79 @@ class IndicatorJob:
         self.buildings = buildings_from_site(self.site)
         self.workcal = WorkCalendar.from_config(self.site.analytics)
         self.factors = factors_for(self.site)
+        self.provisional_days: set[dt.date] = set()  # days computed with a provisional year's calendar
+        self.first_day: dt.date | None = None        # the earliest day this job computed (or found flagged)
+        self._scanned = False                        # the store read back for flagged days (first pass)
+        self._scan_failed = False
+        self._noticed_on: dt.date | None = None      # the local day the provisional warning was last logged
+
+    # -- the holiday calendar -------------------------------------------------------------------
+    def provisional_years(self) -> list[int]:
+        """Years computed provisionally and still not covered by the calendar."""
+        return sorted({d.year for d in self.provisional_days if self.workcal.is_provisional(d.year)})
+
+    def calendar_status(self) -> dict:
+        """For the service's health: the provisional years and the config fields that fix them."""
+        pk = self.workcal.package_years
+        return {"provisional_years": self.provisional_years(), "fill": list(FILL_FIELDS),
+                "package_years": list(pk) if pk else None}
+
+    def use_calendar(self, new: WorkCalendar, today: dt.date | None = None) -> list[dt.date]:
+        """Switch to ``new`` (the year's holidays were added, or changed) and queue every day this job
+        computed (or found flagged in the store) that ``new`` classifies differently for the next
+        pass, with its month and year. Returns those days."""
+        old, self.workcal = self.workcal, new
+        if today is None:
+            today = self.cal.date_of(int(self.cal.local_day_index(self.clock.now_ns())))
+        if self.first_day is None:
+            return []
+        changed = set(old.changed_days(new, self.first_day, today))
+        self.late_days |= changed
+        self.provisional_days = {d for d in self.provisional_days if new.is_provisional(d.year)}
+        self._fleet_at = None  # today's fleet indicators too, on this pass
+        log.info("holiday calendar changed: %d computed days to recompute", len(changed),
+                 extra={"days": len(changed), "first": str(min(changed)) if changed else None,
+                        "provisional_years": self.provisional_years()})
+        return sorted(changed)
+
+    def _note(self, first: dt.date, last: dt.date) -> None:
+        """Days about to be computed: the earliest one, and those of provisional years."""
+        self.first_day = first if self.first_day is None else min(self.first_day, first)
+        for y in self.workcal.provisional_years(first, last):
+            d, end = max(first, dt.date(y, 1, 1)), min(last, dt.date(y, 12, 31))
+            while d <= end:
+                self.provisional_days.add(d)
+                d += dt.timedelta(days=1)
+
+    async def _scan_store(self, now: int) -> None:
+        """Once, on the first pass: days a previous run computed provisionally (org-level day rows
+        flagged in the store). Those the calendar covers now are recomputed; the others stay known
+        as provisional, so health names their year and a later calendar change recomputes them."""
+        flagged: set[dt.date] = set()
+        for measurement in ("energy_indicator", "fleet_indicator"):
+            series = await self.query.raw(measurement, ["provisional_calendar"], 0, now + 1,
+                                          Where(tags={"scope": "org", "period": "day"}))
+            for s in series:
+                t = np.asarray(s.times_ns, dtype=np.int64)[np.array([v is True or v == 1 for v in s.values], dtype=bool)]
+                flagged.update(self.cal.date_of(int(i)) for i in self.cal.local_day_index(t))
+        self._scanned = True
+        if not flagged:
+            return
+        self.first_day = min(flagged) if self.first_day is None else min(self.first_day, min(flagged))
+        covered = {d for d in flagged if not self.workcal.is_provisional(d.year)}
+        self.provisional_days |= flagged - covered
+        self.late_days |= covered
+        if covered:
+            log.info("days computed provisionally are covered by the calendar now; recomputing them",
+                     extra={"days": len(covered), "years": sorted({d.year for d in covered})})
+
+    def _notice(self, today: dt.date) -> None:
+        """The provisional-calendar warning, once a local day (not once a pass)."""
+        years = self.provisional_years()
+        if years and self._noticed_on != today:
+            log.warning(provisional_notice(years, self.workcal.package_years),
+                        extra={"provisional_years": years, "fill": ",".join(FILL_FIELDS)})
+            self._noticed_on = today
 
     # -- late data ------------------------------------------------------------------------------
     def observe(self, points: Sequence[Point]) -> None:
@@ -149,6 +230,15 @@ class IndicatorJob:
         now = self.clock.now_ns()
         today = self.cal.date_of(int(self.cal.local_day_index(now)))
         closed = self.cal.date_of(int(self.cal.local_day_index(now - int(self.site.analytics.settle_s * NS))) - 1)
+        if not self._scanned and (self.meters or self.site.vehicles):
+            try:
+                await self._scan_store(now)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the store may be down at start: the pass goes on, the next one retries
+                if not self._scan_failed:  # said once, not once a pass
+                    log.warning("reading back provisional days failed; retrying each pass", extra={"reason": str(e)})
+                self._scan_failed = True
         points: list[Point] = []
         points += await self.energy(today, today, (Period.day,))
         fleet_every_ns = int(self.site.analytics.fleet_interval_s * NS)
@@ -165,9 +255,13 @@ class IndicatorJob:
             points += await self.energy(first, last, (Period.day, Period.month))
         for d in sorted(redo):
             points += await self.fleet(d, d, now)
-        if self.last_closed != closed or any(d.year == closed.year for d in redo):
-            points += await self.energy(dt.date(closed.year, 1, 1), closed, (Period.year,))
+        years = {d.year for d in redo if d <= closed}
+        if self.last_closed != closed:
+            years.add(closed.year)
+        for y in sorted(years):  # the year to date (or the whole of a past year: a late day, a calendar change)
+            points += await self.energy(dt.date(y, 1, 1), min(closed, dt.date(y, 12, 31)), (Period.year,))
         self.last_closed = closed
+        self._notice(today)
         if points:
             await self.ingest.submit(points)
         self.passes += 1
@@ -179,6 +273,7 @@ class IndicatorJob:
     async def energy(self, first: dt.date, last: dt.date, periods: Sequence[Period]) -> list[Point]:
         if not self.meters or last < first:
             return []
+        self._note(first, last)
         start = self.cal.midnight_ns(first) - QUARTER_NS
         end = self.cal.midnight_ns(last) + NS_PER_DAY + QUARTER_NS
         now = self.clock.now_ns()
@@ -208,6 +303,7 @@ class IndicatorJob:
         """Fleet indicators per vehicle and org, and trips, for local days first..last (``analytics.fleet.jobs``)."""
         if not self.site.vehicles:
             return []
+        self._note(first, last)
         infos = vehicle_infos(self.site.vehicles, fences_from_config(self.site.geofences))
         wt = WorkingTime.from_workcal(self.workcal)
         params, _ = params_from_config(self.site.fleet)

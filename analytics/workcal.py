@@ -5,9 +5,14 @@ The ``chinese_calendar`` package (PyPI ``chinesecalendar``) knows the State Coun
 notices for 2004-2026 and raises for other years. A site adds later years in its config: the
 dates of the year's statutory holidays (``holidays_extra``) and of its 调休 working weekends
 (``workdays_extra``). A year is *covered* when the package knows it or when the config lists at
-least one holiday in it (every real year has New Year's Day); asking about a year that is
-neither raises ``CalendarNotCovered`` naming the year and the config fields to fill, never a
-silent guess that every weekday is a workday.
+least one holiday in it (every real year has New Year's Day).
+
+A year that is neither is computed *provisionally* (DOMAIN.md, "the calendar"): Monday-Friday
+are workdays, weekends are rest days, there are no statutory holidays and no 调休. The service
+must not stop computing on New Year's Day because a notice has not been entered yet; instead
+every indicator of such a year carries ``provisional_calendar=true`` and is recomputed once the
+year is covered (``analytics.scheduler``). ``provisional_years`` tells a job which years of a range
+are provisional.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Sequence
 
 import numpy as np
 
@@ -30,17 +36,18 @@ except ImportError:  # pragma: no cover - dependency missing
     _cc = None
 
 
-class CalendarNotCovered(ConfigError):
-    """A year that neither chinese_calendar nor the site config describes."""
+FILL_FIELDS = ("analytics.holidays_extra", "analytics.workdays_extra")  # what an operator fills for a year
 
-    def __init__(self, year: int, package_years: tuple[int, int] | None) -> None:
-        self.year = year
-        known = f"chinese_calendar covers {package_years[0]}-{package_years[1]}" if package_years else \
-            "chinese_calendar is not installed"
-        super().__init__(
-            f"the holiday calendar does not cover {year} ({known}); add that year's statutory holidays "
-            f"to analytics.holidays_extra and its 调休 working weekends to analytics.workdays_extra",
-            obj="analytics", field="holidays_extra")
+
+def provisional_notice(years: Sequence[int], package_years: tuple[int, int] | None) -> str:
+    """The operator's message for years computed provisionally: which, why, and what to fill."""
+    known = f"chinese_calendar covers {package_years[0]}-{package_years[1]}" if package_years else \
+        "chinese_calendar is not installed"
+    ys = ", ".join(str(y) for y in years)
+    return (f"the holiday calendar does not cover {ys} ({known}): computed provisionally with weekends as rest "
+            f"days and no statutory holidays, indicators flagged provisional_calendar=true; add the year's "
+            f"statutory holidays to analytics.holidays_extra and its 调休 working weekends to "
+            f"analytics.workdays_extra (a running service recomputes the year's days when the site file changes)")
 
 
 def _package_years() -> tuple[int, int] | None:
@@ -99,6 +106,11 @@ class WorkCalendar:
                               field="workdays_extra")
         return hol, work
 
+    def checked(self) -> "WorkCalendar":
+        """This calendar, once its dates and hours parse (``ConfigError`` naming the field otherwise)."""
+        _ = self._extra, self.window_minutes
+        return self
+
     @cached_property
     def window_minutes(self) -> tuple[int, int]:
         a = _parse_hhmm(self.workday_start, "workday_start")
@@ -112,11 +124,13 @@ class WorkCalendar:
             return True
         return any(d.year == year for d in self._extra[0])
 
-    def check_years(self, first: dt.date, last: dt.date) -> None:
-        """Raise ``CalendarNotCovered`` for the first year in ``[first, last]`` that is not covered."""
-        for y in range(first.year, last.year + 1):
-            if not self.covers(y):
-                raise CalendarNotCovered(y, self.package_years)
+    def is_provisional(self, year: int) -> bool:
+        """True for a year computed provisionally (weekends only): neither the package nor the config covers it."""
+        return not self.covers(year)
+
+    def provisional_years(self, first: dt.date, last: dt.date) -> tuple[int, ...]:
+        """The years of ``[first, last]`` that are computed provisionally."""
+        return tuple(y for y in range(first.year, last.year + 1) if not self.covers(y))
 
     def is_workday(self, d: dt.date) -> bool:
         hol, work = self._extra
@@ -126,13 +140,12 @@ class WorkCalendar:
             return False
         if self.package_years and self.package_years[0] <= d.year <= self.package_years[1]:
             return bool(_cc.is_workday(d))
-        if not self.covers(d.year):
-            raise CalendarNotCovered(d.year, self.package_years)
-        return d.weekday() < 5
+        return d.weekday() < 5  # a config-covered year's other days, or a provisional year
 
     def is_statutory_holiday(self, d: dt.date) -> bool:
         """A statutory holiday day off (New Year, Spring Festival, National Day...), as opposed
-        to an ordinary weekend. Config ``holidays_extra`` dates count as statutory."""
+        to an ordinary weekend. Config ``holidays_extra`` dates count as statutory; a provisional
+        year has none."""
         hol, work = self._extra
         if d in work:
             return False
@@ -141,16 +154,25 @@ class WorkCalendar:
         if self.package_years and self.package_years[0] <= d.year <= self.package_years[1]:
             on_holiday, name = _cc.get_holiday_detail(d)
             return bool(on_holiday and name is not None)
-        if not self.covers(d.year):
-            raise CalendarNotCovered(d.year, self.package_years)
         return False
+
+    def changed_days(self, other: "WorkCalendar", first: dt.date, last: dt.date) -> list[dt.date]:
+        """Days of ``[first, last]`` that ``other`` classifies differently (workday, statutory holiday,
+        or provisional): what must be recomputed when the calendar changes from this one to ``other``."""
+        out = []
+        d = first
+        while d <= last:
+            if (self.is_workday(d) != other.is_workday(d) or self.is_statutory_holiday(d) != other.is_statutory_holiday(d)
+                    or self.is_provisional(d.year) != other.is_provisional(d.year)):
+                out.append(d)
+            d += dt.timedelta(days=1)
+        return out
 
     def is_holiday_or_weekend(self, d: dt.date) -> bool:
         return not self.is_workday(d)
 
     def workday_mask(self, first: dt.date, n_days: int) -> np.ndarray:
         """bool[n_days]: True on workdays (调休 weekends included, holidays excluded)."""
-        self.check_years(first, first + dt.timedelta(days=max(n_days - 1, 0)))
         return np.fromiter((self.is_workday(first + dt.timedelta(days=i)) for i in range(n_days)),
                            dtype=bool, count=n_days)
 

@@ -1,7 +1,8 @@
 """The embedded MQTT broker: amqtt, started in-process, for the demo and small sites.
 
 Production sites point ``mqtt.broker`` at Mosquitto, EMQX or any MQTT 3.1.1/5 broker; when it
-says ``embedded`` the service starts this one on ``mqtt.embedded_port`` (loopback by default).
+says ``embedded`` the service (``edge run``, ``edge demo``) starts this one on
+``mqtt.embedded_host:embedded_port`` (loopback by default) before its collectors.
 Anonymous access, no TLS, no persistence across restarts of the process: for anything beyond
 the demo and a single small compound use a real broker.
 """
@@ -58,6 +59,10 @@ class EmbeddedBroker:
         self._want_port = port
         self.port = port
         self._broker = None
+
+    @property
+    def running(self) -> bool:
+        return self._broker is not None
 
     @property
     def url(self) -> str:

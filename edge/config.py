@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import date
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -201,7 +202,9 @@ class MqttProtocol(str, Enum):
 
 class Mqtt(Frozen):
     broker: str = Field(default="embedded", description="'embedded' (in-process amqtt) or mqtt[s]://host:port")
-    embedded_port: int = 1883
+    embedded_host: str = Field(default="127.0.0.1", description="where the embedded broker listens: loopback unless "
+                               "terminals or gateways on the network publish to it (then 0.0.0.0 or an interface address)")
+    embedded_port: int = Field(default=1883, ge=0, le=65535, description="the embedded broker's port; 0: any free port")
     client_id: str = "sensing-edge"
     username: str | None = None
     password: str | None = None
@@ -288,6 +291,25 @@ class Analytics(Frozen):
     settle_s: float = Field(default=900.0, ge=0, description="a day is closed this long after local midnight")
     gas_kgce_per_m3: float | None = Field(default=None, gt=0, description="natural gas factor; default 1.2143 (unconfirmed)")
     weather_csv: str | None = Field(default=None, description="hourly outdoor temperature CSV (time, temp_c) for baselines")
+
+    @field_validator("holidays_extra", "workdays_extra", mode="before")
+    @classmethod
+    def _iso_dates(cls, v: Any) -> Any:
+        """YAML reads an unquoted 2027-01-01 as a date: take it as the operator meant it; refuse a
+        string that is not an ISO date here, at start, not in the first indicator pass."""
+        if not isinstance(v, (list, tuple)):
+            return v
+        out = []
+        for x in v:
+            if isinstance(x, date):
+                x = x.isoformat()
+            elif isinstance(x, str):
+                try:
+                    date.fromisoformat(x)
+                except ValueError:
+                    raise ValueError(f"{x!r} is not an ISO date (YYYY-MM-DD)") from None
+            out.append(x)
+        return tuple(out)
 
 
 class Segmentation(str, Enum):
@@ -474,6 +496,8 @@ def parse_site(text: str, file: str = "<site>") -> Site:
         mark = getattr(e, "problem_mark", None)
         raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", file=file,
                           line=mark.line + 1 if mark else None) from None
+    except ValueError as e:  # PyYAML builds unquoted dates itself: 2027-13-45 raises from datetime
+        raise ConfigError(f"not valid YAML: {e} (a date that does not exist?)", file=file) from None
     if not isinstance(raw, dict):
         raise ConfigError("a site file is a mapping of sections (site, orgs, meters, ...)", file=file)
     raw = _expand_env(raw, (), file)

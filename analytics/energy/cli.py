@@ -21,7 +21,7 @@ import typer
 
 from analytics.energy.factors import CARRIER_FIELD, FactorSet
 from analytics.energy.jobs import ArraySource, CounterSource, buildings_from_site, compute_energy_from_query, compute_energy_range, meters_from_site
-from analytics.workcal import WorkCalendar
+from analytics.workcal import WorkCalendar, provisional_notice
 from edge.errors import ConfigError, EdgeError
 from edge.point import to_lines
 
@@ -111,6 +111,9 @@ def energy_cmd(
         raise typer.BadParameter("--to is before --from")
     try:
         site = load_site(site_file)
+        wc = WorkCalendar.from_config(site.analytics)
+        if wc.provisional_years(first, last):
+            typer.echo(f"warning: {provisional_notice(wc.provisional_years(first, last), wc.package_years)}", err=True)
         if readings is not None:
             lines = run_energy(read_readings_csv(readings, site), site, first, last)
         elif QUERY_FACTORY is not None:

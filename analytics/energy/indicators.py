@@ -23,7 +23,7 @@ Definitions (shared/DOMAIN.md):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -467,23 +467,28 @@ FIELD_UNITS = {
 }
 
 
-def to_points(tables: Iterable[IndicatorTable]):
+def to_points(tables: Iterable[IndicatorTable], provisional: Callable[[int], bool] | None = None):
     """Indicator tables → ``edge.point.Point`` list: measurement ``energy_indicator``; tags
     ``scope``, ``id``, ``org``, ``period``, ``carrier``; fields with units in their names (only
     finite values; a row-period with none is skipped); time = period start (UTC ns); a string
-    field ``factor_set`` names the factors used."""
+    field ``factor_set`` names the factors used; a boolean field ``provisional_calendar`` says
+    whether the period lies in a year the holiday calendar does not cover (``provisional(start_ns)``;
+    ``analytics.workcal``). It is written true or false on every point, so a recomputation with the
+    year's real calendar overwrites it (a field left out would keep its old value in the store)."""
 
     out = []
     for t in tables:
         names = list(t.fields)
         stack = np.stack([t.fields[n] for n in names], axis=0)  # (fields, rows, periods)
         finite = np.isfinite(stack)
+        flags = [bool(provisional(int(s))) if provisional is not None else False for s in t.starts_ns]
         for r, rid in enumerate(t.ids):
             for k in range(len(t.starts_ns)):
                 fl = {names[i]: float(stack[i, r, k]) for i in np.flatnonzero(finite[:, r, k])}
                 if not fl:
                     continue
                 fl["factor_set"] = t.factor_set
+                fl["provisional_calendar"] = flags[k]
                 tags = {"scope": t.scope, "id": rid, "org": t.orgs[r], "period": t.period.value,
                         "carrier": t.carriers[r]}
                 out.append(Point(MEASUREMENT, tags, fl, int(t.starts_ns[k])))

@@ -126,12 +126,14 @@ def compute_energy_range(source: CounterSource, meters: Sequence[MeterInfo], fir
     per day, month and year, as tables and Points. Month and year rows cover only the days in
     range (a partial month has ``coverage`` < 1). For buildings and orgs, rows with carrier
     ``all`` add 综合能耗 (kgce over carriers) and, given ``buildings`` as (id, org,
-    floor_area_m2, occupants), the per-m² and per-person figures and target ratios."""
+    floor_area_m2, occupants), the per-m² and per-person figures and target ratios. Every point
+    says ``provisional_calendar`` (its year computed with weekends only: ``WorkCalendar``)."""
     n_days = (last - first).days + 1
     first_day = cal.day_of(first)
     start_ns = int(cal.day_start_ns(first_day))
     end_ns = start_ns + n_days * NS_PER_DAY
-    working = workcal.working_quarters(first, n_days)   # raises CalendarNotCovered early
+    working = workcal.working_quarters(first, n_days)   # weekends only in a year the calendar does not cover
+    provisional_years = set(workcal.provisional_years(first, last))
     # one quarter of margin each side so the bins at the range's edges have readings around them
     series = [source.fetch_counter(m.id, CARRIER_FIELD[m.carrier][0], start_ns - QUARTER_NS, end_ns + QUARTER_NS + 1)
               for m in meters]
@@ -156,7 +158,7 @@ def compute_energy_range(source: CounterSource, meters: Sequence[MeterInfo], fir
             if scope != "meter":
                 area, occ = areas_for(scope, t.ids, buildings)
                 tables.append(combine_carriers(t, area, occ))
-    points = to_points(tables)
+    points = to_points(tables, lambda t: cal.date_of(int(cal.local_day_index(t))).year in provisional_years)
     log.info("energy range=%s..%s meters=%d points=%d events=%d", first, last, len(meters), len(points),
              len(events))
     return EnergyReport(tables, events, points)

@@ -200,7 +200,8 @@ class AlertEngine:
                 out.append(Alert("out_of_hours", vehicle, org, t,
                                  f"{vehicle} moving outside working time at {_fmt_t(t)}",
                                  {**ev_base, "local_time": _fmt_t(t),
-                                  "day": self.working.day_kind(self.working.local_day(t))}))
+                                  "day": self.working.day_kind(self.working.local_day(t)),
+                                  "provisional_calendar": self.working.is_provisional(self.working.local_day(t))}))
 
         # geofences
         for e in self.fences.update(vehicle, t, fix.lat, fix.lon):

@@ -101,6 +101,12 @@ def fleet(
         sys.stdout.write(text)
     else:
         out.write_text(text, encoding="utf-8")
+    wt = working_time_for(site)
+    if wt.provisional_between(start_ns, end_ns):
+        from analytics.workcal import provisional_notice
+        years = [y for y in range(wt.local_day(start_ns).year, wt.local_day(end_ns - 1).year + 1)
+                 if wt.is_provisional(dt.date(y, 1, 1))]
+        typer.echo(f"warning: {provisional_notice(years, getattr(wt.calendar, 'package_years', None))}", err=True)
     n_trips = sum(1 for p in points_out if p.measurement == "trip")
     typer.echo(f"vehicles={len(infos)} fixes={report.fixes_read} trips={n_trips} "
                f"points={len(points_out)} dropped={report.dropped}", err=True)

@@ -96,6 +96,18 @@ class WorkingTime:
         hol = getattr(wc, "is_statutory_holiday", None) or getattr(wc, "is_holiday", None)
         return cls(wc, a, b, offset_s, hol)
 
+    def is_provisional(self, day: dt.date) -> bool:
+        """True when ``day``'s year is computed provisionally (weekends only): the calendar does not
+        cover it (``analytics.workcal.WorkCalendar.covers``). A calendar without ``covers`` is taken as it is."""
+        covers = getattr(self.calendar, "covers", None)
+        return covers is not None and not covers(day.year)
+
+    def provisional_between(self, start_ns: int, end_ns: int) -> bool:
+        """True when some local day of ``[start_ns, end_ns)`` is provisional."""
+        y0 = self.local_day(start_ns).year
+        y1 = self.local_day(max(int(start_ns), int(end_ns) - 1)).year
+        return any(self.is_provisional(dt.date(y, 1, 1)) for y in range(y0, y1 + 1))
+
     def local_day(self, t_ns: int) -> dt.date:
         return _EPOCH + dt.timedelta(days=(int(t_ns) + self.offset_s * NS) // NS_PER_DAY)
 
@@ -439,11 +451,14 @@ def _num(fields: dict, name: str, v: float) -> None:
 
 
 def fleet_indicator_points(per_vehicle: Sequence[VehicleIndicators], per_org: Sequence[OrgIndicators],
-                           period: str, time_ns: int, under: Sequence[UnderUse] = ()) -> list[Point]:
+                           period: str, time_ns: int, under: Sequence[UnderUse] = (),
+                           provisional_calendar: bool = False) -> list[Point]:
     """``fleet_indicator`` Points: tags scope (vehicle|org), id, org, period; time = period start.
 
     Fields that have no value (utilisation without working time, an untrusted odometer) are left
-    out rather than written as 0.
+    out rather than written as 0. ``provisional_calendar`` (the period touches a year the holiday
+    calendar does not cover, ``WorkingTime.provisional_between``) is written true or false on every
+    point, so a recomputation with the real calendar overwrites it.
     """
     flagged = {u.vehicle for u in under}
     pts = []
@@ -457,6 +472,7 @@ def fleet_indicator_points(per_vehicle: Sequence[VehicleIndicators], per_org: Se
         _num(f, "utilisation", v.utilisation)
         if under:
             f["under_used"] = v.vehicle in flagged
+        f["provisional_calendar"] = bool(provisional_calendar)
         pts.append(Point("fleet_indicator", {"scope": "vehicle", "id": v.vehicle, "org": v.org, "period": period},
                          f, int(time_ns)))
     for o in per_org:
@@ -471,13 +487,15 @@ def fleet_indicator_points(per_vehicle: Sequence[VehicleIndicators], per_org: Se
         _num(f, "dispatch_rate", o.dispatch_rate)
         if under:
             f["under_used"] = sum(1 for u in under if _within(u.org, o.org))
+        f["provisional_calendar"] = bool(provisional_calendar)
         pts.append(Point("fleet_indicator", {"scope": "org", "id": o.org, "org": o.org, "period": period},
                          f, int(time_ns)))
     return pts
 
 
 def trip_points(trips: Trips, orgs: Mapping[str, str], wt: WorkingTime, off_hours_grace_s: float = 0.0) -> list[Point]:
-    """``trip`` Points: tags vehicle, org; time = trip start (ns UTC)."""
+    """``trip`` Points: tags vehicle, org; time = trip start (ns UTC). ``provisional_calendar``: the
+    trip's off-hours / weekend / holiday flags come from a provisional year's calendar."""
     flags = trip_flags(trips, wt, off_hours_grace_s)
     pts = []
     for i, tr in enumerate(trips.rows()):
@@ -486,7 +504,8 @@ def trip_points(trips: Trips, orgs: Mapping[str, str], wt: WorkingTime, off_hour
              "max_speed_kmh": float(tr.max_speed_kmh), "mean_speed_kmh": float(tr.mean_speed_kmh),
              "driving_s": float(tr.driving_s), "idle_s": float(tr.idle_s), "end_ns": int(tr.end_ns),
              "off_hours": bool(flags.off_hours[i]), "holiday": bool(flags.holiday[i]),
-             "weekend": bool(flags.weekend[i]), "method": "acc" if tr.by_acc else "distance"}
+             "weekend": bool(flags.weekend[i]), "method": "acc" if tr.by_acc else "distance",
+             "provisional_calendar": wt.is_provisional(wt.local_day(tr.start_ns))}
         pts.append(Point("trip", {"vehicle": tr.vehicle, "org": orgs.get(tr.vehicle, "")}, f, int(tr.start_ns)))
     return pts
 

@@ -111,7 +111,8 @@ def compute_fleet(source: PositionSource, infos: Sequence[VehicleInfo], start_ns
     sel = (seg.trips.start_ns >= start_ns) & (seg.trips.start_ns < end_ns)
     trips = _subset(seg.trips, sel)
     orgs = {v.id: v.org for v in infos}
-    points = fleet_indicator_points(per_v, per_o, period, start_ns) + trip_points(trips, orgs, wt)
+    points = (fleet_indicator_points(per_v, per_o, period, start_ns, provisional_calendar=wt.provisional_between(start_ns, end_ns))
+              + trip_points(trips, orgs, wt))
     report = JobReport(len(tracks), cleaned.dropped_total(), int(seg.trips.dropped_short.sum()))
     return FleetResult(per_v, per_o, trips, points), report
 
@@ -245,7 +246,8 @@ def recompute(source: PositionSource, infos: Sequence[VehicleInfo], start_ns: in
             if i == len(pieces) - 1:
                 under = under_used(weekly, params.fleet.under_used_threshold, params.fleet.under_used_weeks)
                 if under or len(weekly) >= params.fleet.under_used_weeks:
-                    res_pts = fleet_indicator_points(res.vehicles, res.orgs, period, a, under)
+                    res_pts = fleet_indicator_points(res.vehicles, res.orgs, period, a, under,
+                                                     provisional_calendar=wt.provisional_between(a, b))
                     res = FleetResult(res.vehicles, res.orgs, res.trips,
                                       res_pts + [p for p in res.points if p.measurement != "fleet_indicator"])
         points += res.points
@@ -295,4 +297,5 @@ async def run_fleet_chunked(query, infos: Sequence[VehicleInfo], start_ns: int, 
         if res.trips is not None:
             trips.extend(trip_points(res.trips, orgs, wt))
         del source, res
-    return fleet_indicator_points(per_vehicle, org_indicators(per_vehicle), period, start_ns) + trips
+    return fleet_indicator_points(per_vehicle, org_indicators(per_vehicle), period, start_ns,
+                                  provisional_calendar=wt.provisional_between(start_ns, end_ns)) + trips

@@ -91,7 +91,7 @@ def run(config: Path = SiteOpt, log_level: str = typer.Option("info", help="debu
         trace_on_signal(os.environ["EDGE_TRACEMALLOC"])
     try:
         compiled = compile_site(config)
-        asyncio.run(EdgeService(compiled.site).run_until_stopped(for_s))
+        asyncio.run(EdgeService(compiled.site, site_file=Path(config)).run_until_stopped(for_s))
     except EdgeError as e:
         _fail(e)
 

@@ -1,8 +1,9 @@
 """``edge demo``: the whole system in one process on embedded defaults.
 
-An in-process MQTT broker (amqtt), two simulated meters on real Modbus TCP sockets, five
-simulated vehicles publishing JSON over MQTT, the edge service (Modbus poller, GPS subscriber,
-outbox, embedded store, API) and the indicator job. With ``duration_s`` it runs that long,
+The edge service with its in-process MQTT broker (amqtt: the demo site says ``mqtt.broker:
+embedded``, as a small site does, so ``edge demo`` and ``edge run`` start the broker the same way),
+two simulated meters on real Modbus TCP sockets, five simulated vehicles publishing JSON over MQTT,
+the Modbus poller, GPS subscriber, outbox, embedded store, API and the indicator job. With ``duration_s`` it runs that long,
 flushes, computes the indicators once more and returns a summary.
 """
 
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge.app.service import EdgeService
-from edge.broker import EmbeddedBroker
 from edge.config import (
     Analytics,
     Api,
@@ -48,6 +48,8 @@ PLATES = ("浙A·D0001", "浙A·D0002", "浙A·D0003", "浙A·D0004", "浙A·D00
 
 
 def demo_site(meter_ports: dict[str, int], broker_port: int, api_port: int, data_dir: Path) -> Site:
+    """The demo's site: ``broker_port`` is the embedded broker's (0: any free port), as on any site
+    that says ``mqtt.broker: embedded``."""
     return Site(
         site=SiteInfo(name="demo-xihu"),
         orgs=(Org(path="330000", name="浙江省"), Org(path="330000/330100", name="杭州市"),
@@ -58,7 +60,7 @@ def demo_site(meter_ports: dict[str, int], broker_port: int, api_port: int, data
                      for mid, prof in METERS),
         geofences=(Geofence(name="hq-yard", org=DEMO_ORG, circle=Circle(lat=HANGZHOU[0], lon=HANGZHOU[1], radius_m=300)),),
         vehicles=tuple(Vehicle(id=f"veh-{i + 1:04d}", plate=PLATES[i], org=DEMO_ORG, home="hq-yard") for i in range(5)),
-        mqtt=Mqtt(broker=f"mqtt://127.0.0.1:{broker_port}", client_id="edge-demo"),
+        mqtt=Mqtt(broker="embedded", embedded_port=broker_port, client_id="edge-demo"),
         store=Store(kind=StoreKind.embedded, path=str(data_dir / "store.sqlite"), flush_interval_ms=500),
         outbox=Outbox(path=str(data_dir / "outbox.sqlite")),
         api=Api(port=api_port),
@@ -74,14 +76,13 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
     data_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    broker = EmbeddedBroker(host="127.0.0.1", port=0)
-    await broker.start()
     servers = {mid: MeterServer(prof, unit_ids=[1], host="127.0.0.1", port=0, seed=i) for i, (mid, prof) in enumerate(METERS)}
     for s in servers.values():
         await s.start()
-    site = demo_site({mid: s.port for mid, s in servers.items()}, broker.port, api_port, data_dir)
+    # the broker is the service's own, as under `edge run` with `mqtt.broker: embedded`
+    site = demo_site({mid: s.port for mid, s in servers.items()}, 0, api_port, data_dir)
     service = EdgeService(site, data_dir=data_dir)
-    fleet = VehicleFleet(5, f"mqtt://127.0.0.1:{broker.port}", fmt="json", base=HANGZHOU, rate_hz=1.0, seed=7,
+    fleet = VehicleFleet(5, service.broker_url, fmt="json", base=HANGZHOU, rate_hz=1.0, seed=7,
                          always_on_duty=True)
     tasks: list[asyncio.Task] = []
     try:
@@ -119,19 +120,19 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
             points_stored = await asyncio.to_thread(
                 q.store.select, "SELECT count(*) FROM (SELECT DISTINCT series_id, time_ns FROM points)")
             errors = _collect(service)
+            provisional = service.indicators.provisional_years()
         finally:
             await service.stop()
             for s in servers.values():
                 with contextlib.suppress(Exception):
                     await s.stop()
-            with contextlib.suppress(Exception):
-                await broker.stop()
     return {
         "ran_s": round(time.monotonic() - started, 1),
         "meters_read": meters_read,
         "points_stored": points_stored[0][0],
         "vehicles_seen": vehicles_seen,
         "indicators_computed": indicators,
+        "provisional_calendar_years": provisional,  # years the holiday calendar lacks: computed weekends-only, flagged
         "errors": errors["errors"],
         "error_detail": errors["error_detail"],
         "data_dir": str(data_dir),

@@ -3,9 +3,13 @@
     collectors ──Points──► ServiceIngest ──► Outbox (durable) ──► Deliverer ──► sink (InfluxDB / embedded)
                                    └──────► LiveState ──► API (latest values, live streams)
 
+When the site says ``mqtt.broker: embedded`` (the default) and has vehicles, the service starts
+the in-process broker (``edge.broker``) on ``mqtt.embedded_host:embedded_port`` before the
+collectors and stops it after them; a port already taken fails the start.
+
 Shutdown (Ctrl-C, SIGTERM): collectors stop first, then the deliverer flushes what the outbox
-holds to the store (bounded by ``flush_timeout_s``), then the API stops. Whatever was not
-delivered stays in the outbox for the next start.
+holds to the store (bounded by ``flush_timeout_s``), then the API stops, then the embedded broker.
+Whatever was not delivered stays in the outbox for the next start.
 """
 
 from __future__ import annotations
@@ -31,15 +35,26 @@ from api.keys import KeyStore, keys_path_for
 from api.upstream import Upstream
 from collector.gps.subscriber import GpsCollector
 from collector.modbus.service import ModbusCollector
+from edge.broker import EmbeddedBroker, free_port
 from edge.clock import SYSTEM_CLOCK, Clock
-from edge.config import Site, StoreKind
+from edge.config import Site, StoreKind, load_site
 from edge.delivery import Deliverer, build_query, build_sink
+from edge.errors import ConfigError
 from edge.live import LiveState
 from edge.metrics import Metrics
 from edge.outbox import Outbox
 from edge.point import Point
 
 log = logging.getLogger(__name__)
+CALENDAR_POLL_S = 10.0  # how often the site file is checked for holiday calendar edits (a stat call)
+
+
+def _file_sig(path: Path | None) -> tuple[int, int] | None:
+    try:
+        st = Path(path).stat()
+    except (OSError, TypeError):
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 class ServiceIngest:
@@ -107,6 +122,7 @@ class EdgeService:
     data_dir: Path | None = None
     api_port: int | None = None
     with_api: bool = True
+    site_file: Path | None = None  # the site's YAML: polled for holiday calendar edits (no restart needed)
     components: list[Component] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -129,8 +145,11 @@ class EdgeService:
         self.deliverer = Deliverer.from_config(self.outbox, self.sink, store_cfg, self.metrics, self.clock)
         self.modbus = None
         self.gps = None
+        self.broker = None  # edge.broker.EmbeddedBroker when the site says mqtt.broker: embedded (and has vehicles)
         self._stop = asyncio.Event()
         self._api_server = None
+        self._started = False
+        self._site_sig: tuple[int, int] | None = None
         self._build_collectors()
 
     def _upstream(self):
@@ -178,6 +197,10 @@ class EdgeService:
             self.modbus = ModbusCollector(self.site, self.ingest, clock=self.clock, profiles_dir=self.site.profiles_dir)
             self.components.append(Component("modbus", self.modbus.run, self.modbus.stats))
         if self.site.vehicles or self.site.mqtt.broker != "embedded":
+            if self.site.mqtt.broker == "embedded":
+                # the site's own broker, in this process: started before the collectors, stopped after them
+                mq = self.site.mqtt
+                self.broker = EmbeddedBroker(mq.embedded_host, mq.embedded_port or free_port(mq.embedded_host))
             self.gps = GpsCollector(self.site.mqtt, self.site.vehicles, self.ingest, clock=self.clock,
                                     broker_url=self._broker_url())
             self.components.append(Component("gps", self.gps.run, self.gps.stats))
@@ -186,15 +209,64 @@ class EdgeService:
         self.components.append(Component("indicators", self.indicators.run,
                                           lambda: {"passes": self.indicators.passes,
                                                    "last_closed_day": str(self.indicators.last_closed)}))
+        if self.site_file is not None and (self.site.meters or self.site.vehicles):
+            self._site_sig = _file_sig(self.site_file)
+            self.components.append(Component("calendar_watch", self._watch_calendar,
+                                              lambda: {"site_file": str(self.site_file)}))
         if self.upstream is not None:
             self.components.append(Component("upstream", self.upstream.run, self.upstream.stats))
         if self.alerts is not None:
             self.components.append(Component("alerts", self._alert_ticks, lambda: {"skipped": self.alerts.skipped}))
         self.components.append(Component("delivery", self.deliverer.run, self.deliverer.stats))
 
+    async def _watch_calendar(self) -> None:
+        """Poll the site file; when its ``analytics.holidays_extra`` / ``workdays_extra`` change, the
+        indicator job and the live alerts take the new calendar and the affected days are recomputed."""
+        while True:
+            await self.clock.sleep(CALENDAR_POLL_S)
+            self.reload_calendar()
+
+    def reload_calendar(self) -> bool:
+        """Read the site file again if it changed; True when the holiday calendar changed. Only the
+        calendar's two lists are applied without a restart; a file that does not load is logged and
+        the running calendar kept."""
+        sig = _file_sig(self.site_file)
+        if sig == self._site_sig:
+            return False
+        self._site_sig = sig
+        from dataclasses import replace
+
+        try:
+            a = load_site(self.site_file).analytics
+            cur = self.indicators.workcal
+            if (tuple(a.holidays_extra), tuple(a.workdays_extra)) == (cur.holidays_extra, cur.workdays_extra):
+                log.info("site file changed; only analytics.holidays_extra / workdays_extra apply without a restart",
+                         extra={"site_file": str(self.site_file)})
+                return False
+            new = replace(cur, holidays_extra=tuple(a.holidays_extra), workdays_extra=tuple(a.workdays_extra)).checked()
+        except (ConfigError, OSError) as e:
+            log.warning("site file changed but does not load; keeping the running holiday calendar",
+                        extra={"site_file": str(self.site_file), "reason": str(e)})
+            return False
+        self.indicators.use_calendar(new)
+        if self.alerts is not None:
+            self.alerts.working = WorkingTime.from_workcal(new)
+        log.info("holiday calendar reloaded from the site file",
+                 extra={"site_file": str(self.site_file), "holidays_extra": len(new.holidays_extra),
+                        "workdays_extra": len(new.workdays_extra)})
+        return True
+
     def _broker_url(self) -> str:
-        b = self.site.mqtt.broker
-        return f"mqtt://127.0.0.1:{self.site.mqtt.embedded_port}" if b == "embedded" else b
+        """Where the GPS subscriber (and the demo's vehicles) connect: the embedded broker is reached
+        on loopback when it listens on every interface."""
+        if self.broker is None:
+            return self.site.mqtt.broker
+        host = "127.0.0.1" if self.broker.host in ("0.0.0.0", "", "::") else self.broker.host
+        return f"mqtt://{host}:{self.broker.port}"
+
+    @property
+    def broker_url(self) -> str:
+        return self._broker_url()
 
     # -- status ---------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -208,7 +280,18 @@ class EdgeService:
                 status = "degraded"
             comps[c.name] = st
         comps["outbox"] = {"depth": self.outbox.depth()}
+        if self.broker is not None:
+            comps["broker"] = {"kind": "embedded", "host": self.broker.host, "port": self.broker.port,
+                               "running": self.broker.running}
+            if self._started and not self.broker.running:
+                status = "degraded"
+        elif self.gps is not None:
+            comps["broker"] = {"kind": "external", "url": self.site.mqtt.broker}
         if self.gps is not None and not getattr(self.gps, "connected", True):
+            status = "degraded"
+        cal = self.indicators.calendar_status()
+        comps["calendar"] = cal
+        if cal["provisional_years"]:  # computing on, with weekends only, until the year's holidays are entered
             status = "degraded"
         if self.modbus is not None:
             down = [k for k, h in self.modbus.health().items() if getattr(h, "up", None) is False]
@@ -225,6 +308,9 @@ class EdgeService:
 
     # -- running --------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.broker is not None:
+            await self.broker.start()  # BrokerError (port taken...) fails the start, loudly
+        self._started = True
         for c in self.components:
             c.task = asyncio.create_task(self._guard(c), name=c.name)
         if self.with_api:
@@ -298,6 +384,11 @@ class EdgeService:
                 await asyncio.wait_for(self._api_task, 5)
             with contextlib.suppress(Exception):
                 await self._app.state.hub.close()
+        if self.broker is not None:  # after the subscriber is gone, so it does not log a broker outage
+            try:
+                await self.broker.stop()
+            except Exception as e:
+                log.warning("embedded broker did not stop cleanly", extra={"reason": str(e)})
         if self.upstream is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.upstream.flush(), flush_timeout_s)

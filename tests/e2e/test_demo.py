@@ -1,7 +1,9 @@
 """The first end-to-end test: `edge demo --for 20` as a user runs it, in a subprocess."""
 
+import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +36,43 @@ def test_check_refuses_a_broken_file_naming_object_and_field(tmp_path: Path):
     proc = subprocess.run(cmd + ["check", "-c", str(site)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "site.yaml:4" in proc.stderr and "vehicles[0] (id=car-7)" in proc.stderr and "vehicles.org" in proc.stderr
+
+
+FAKETIME = shutil.which("faketime")
+
+
+def test_demo_on_monday_4_january_2027_computes_with_a_provisional_calendar(tmp_path: Path):
+    """Issue 15 §3: chinese_calendar ends with 2026. `edge demo --for 20` as a process whose clock
+    says 2027-01-04 10:00 Beijing time (02:00 UTC; libfaketime, wall clock only) reports no errors,
+    computes indicators, and every indicator says provisional_calendar=true. Before: every pass
+    raised CalendarNotCovered and the demo exited 2."""
+    assert FAKETIME, "faketime is not installed: `make system-deps` installs it (Debian package faketime)"
+    edge = Path(sys.executable).with_name("edge")
+    cmd = [str(edge)] if edge.exists() else [sys.executable, "-m", "edge.app.cli"]
+    data = tmp_path / "demo"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TZ": "UTC",
+           "FAKETIME_DONT_FAKE_MONOTONIC": "1"}  # asyncio and timeouts keep real monotonic time
+    proc = subprocess.run([FAKETIME, "2027-01-04 02:00:00"] + cmd + ["demo", "--for", "20", "--port", "0",
+                                                                  "--data-dir", str(data)],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
+    summary = json.loads(proc.stdout)
+    assert summary["errors"] == 0, summary["error_detail"]
+    assert summary["indicators_computed"] >= 7
+    assert summary["meters_read"] == 2 and summary["vehicles_seen"] == 5
+    assert summary["provisional_calendar_years"] == [2027]
+    assert "does not cover 2027" in proc.stderr and "analytics.holidays_extra" in proc.stderr
+
+    from edge.query import StoreQuery
+    from edge.store import EmbeddedStore
+    store = EmbeddedStore(data / "store.sqlite")
+    try:
+        q = StoreQuery(store)
+        for measurement in ("energy_indicator", "fleet_indicator"):
+            series = asyncio.run(q.raw(measurement, ["provisional_calendar"], 0, 2**62))
+            flags = [bool(v) for s in series for v in s.values]
+            assert flags and all(flags), measurement
+            # the points are of 2027 (the process's clock): days, the month and the year from 2027-01-01 local
+            assert min(int(t) for s in series for t in s.times_ns) >= 1798732800 * 10**9, measurement
+    finally:
+        store.close()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analytics.periods import NS_PER_HOUR, LocalCalendar, Period
-from analytics.workcal import CalendarNotCovered, WorkCalendar
+from analytics.workcal import WorkCalendar, provisional_notice
 
 NS = 10**9
 
@@ -65,10 +65,31 @@ def test_october_2025_national_day_and_mid_autumn_with_adjusted_weekends(workcal
     assert wq[10, 34] and not wq[10, 33] and wq[10, 69] and not wq[10, 70]
 
 
-def test_year_not_covered_is_said_clearly():
+def test_a_year_not_covered_is_computed_provisionally_weekends_only():
+    # regression: 2027 raised CalendarNotCovered, so every pass failed from New Year's Day on
     wc = WorkCalendar()
-    with pytest.raises(CalendarNotCovered, match="does not cover 2027.*holidays_extra"):
-        wc.workday_mask(dt.date(2026, 12, 30), 5)
+    assert wc.package_years == (2004, 2026)
+    assert wc.provisional_years(dt.date(2026, 12, 30), dt.date(2027, 1, 5)) == (2027,)
+    mask = wc.workday_mask(dt.date(2026, 12, 30), 7)         # Wed 2026-12-30 .. Tue 2027-01-05
+    assert mask.tolist() == [True, True, True, False, False, True, True]
+    # 2026-12-31 is a workday by the package; 2027-01-01 (Friday, New Year's Day) is a workday
+    # provisionally: no statutory holidays until the notice is entered
+    assert not wc.is_statutory_holiday(dt.date(2027, 1, 1))
+    assert wc.working_quarters(dt.date(2027, 1, 4), 1).sum() == 36  # Monday 08:30-17:30
+    msg = provisional_notice([2027], wc.package_years)
+    assert "does not cover 2027" in msg and "analytics.holidays_extra" in msg and "analytics.workdays_extra" in msg
+
+
+def test_changed_days_when_the_years_holidays_are_added():
+    before = WorkCalendar()
+    after = WorkCalendar(holidays_extra=("2027-01-01", "2027-02-05"), workdays_extra=("2027-02-07",))
+    assert after.provisional_years(dt.date(2027, 1, 1), dt.date(2027, 12, 31)) == ()
+    # every day of the formerly provisional year changes (its flag), the covered year's days do not
+    changed = before.changed_days(after, dt.date(2026, 12, 28), dt.date(2027, 1, 10))
+    assert changed == [dt.date(2027, 1, d) for d in range(1, 11)]
+    # an edit within a covered year changes only the days it reclassifies
+    fixed = WorkCalendar(holidays_extra=("2027-01-01", "2027-02-04", "2027-02-05"), workdays_extra=("2027-02-07",))
+    assert after.changed_days(fixed, dt.date(2027, 1, 1), dt.date(2027, 2, 28)) == [dt.date(2027, 2, 4)]
 
 
 def test_config_adds_a_year():

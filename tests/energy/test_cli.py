@@ -104,3 +104,19 @@ def test_building_and_org_totals_per_m2_and_person(tmp_path):
     org_top = next(p for p in pts if p.tags["scope"] == "org" and p.tags["id"] == "330000"
                    and p.tags["carrier"] == "all" and p.tags["period"] == "day")
     assert org_top.fields["kgce_per_m2"] == pytest.approx(24 * 0.1229 / 1000)
+
+
+def test_energy_verb_over_2027_computes_provisionally_and_warns(tmp_path):
+    (tmp_path / "site.yaml").write_text(SITE)
+    cal = LocalCalendar()
+    t0 = cal.midnight_ns(dt.date(2027, 1, 1)) - 900 * 10**9
+    lines = ["meter,time_ns,value"] + [f"m1,{t0 + k * 900 * 10**9},{100 + k * 0.25}" for k in range(96 + 3)]
+    (tmp_path / "r.csv").write_text("\n".join(lines) + "\n")
+    res = CliRunner().invoke(app, ["energy", "--from", "2027-01-01", "--to", "2027-01-01", "--site", str(tmp_path / "site.yaml"),
+                                   "--readings", str(tmp_path / "r.csv")])
+    assert res.exit_code == 0, res.output
+    assert "does not cover 2027" in res.stderr and "analytics.holidays_extra" in res.stderr
+    pts = parse_lines(res.stdout)
+    assert pts and all(p.fields["provisional_calendar"] is True for p in pts)
+    (day,) = [p for p in pts if p.tags["scope"] == "meter" and p.tags["period"] == "day"]
+    assert day.fields["off_hours_share"] == pytest.approx(0.625)   # a provisional workday: 15 of 24 h outside 08:30-17:30

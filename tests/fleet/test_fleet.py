@@ -173,3 +173,23 @@ def test_weekday_calendar_fallback_and_workcal_binding(at):
     bound = WorkingTime.from_workcal(WorkCalendar("09:00", "18:00"))
     assert (bound.start_min, bound.end_min) == (540, 1080)
     assert bound.calendar.is_workday(dt.date(2025, 10, 11))
+
+
+def test_new_years_day_2027_is_provisional_until_entered_and_the_points_say_so(builder, at):
+    # chinese_calendar ends with 2026: a trip on Friday 2027-01-01 at 10:00 is on a provisional
+    # workday (weekends only), flagged, instead of an error that stops the fleet job
+    from analytics.workcal import WorkCalendar
+    wt = WorkingTime.from_workcal(WorkCalendar())
+    assert wt.provisional_between(at("2026-12-31 00:00"), at("2027-01-01 00:00")) is False
+    assert wt.provisional_between(at("2026-12-31 00:00"), at("2027-01-01 00:01")) is True
+    b = builder("2027-01-01 09:50").park(600).drive(1800, 40).park(600)
+    per_v, trips = run(b.tracks("v"), [VehicleInfo("v", ORG_A)], at("2027-01-01 00:00"), at("2027-01-02 00:00"), wt)
+    assert per_v[0].holiday_trips == 0 and per_v[0].off_hours_trips == 0
+    pts = fleet_indicator_points(per_v, org_indicators(per_v), "day", at("2027-01-01 00:00"),
+                                 provisional_calendar=wt.provisional_between(at("2027-01-01 00:00"), at("2027-01-02 00:00")))
+    assert all(p.fields["provisional_calendar"] is True for p in pts)
+    (tp,) = trip_points(trips, {"v": ORG_A}, wt)
+    assert tp.fields["provisional_calendar"] is True and tp.fields["holiday"] is False
+    entered = WorkingTime.from_workcal(WorkCalendar(holidays_extra=("2027-01-01",)))
+    (tp,) = trip_points(trips, {"v": ORG_A}, entered)
+    assert tp.fields["provisional_calendar"] is False and tp.fields["holiday"] is True

@@ -112,3 +112,14 @@ def test_example_site_is_valid(monkeypatch):
 ])
 def test_org_within_is_segment_wise(path, scope, inside):
     assert org_within(path, scope) is inside
+
+
+def test_holiday_dates_unquoted_in_yaml_are_taken_and_bad_ones_refused_at_load():
+    # an operator entering the next year's holidays writes them as YAML does
+    site = parse_site("analytics:\n  holidays_extra: [2027-01-01, '2027-02-06']\n  workdays_extra:\n    - 2027-02-14\n")
+    assert site.analytics.holidays_extra == ("2027-01-01", "2027-02-06")
+    assert site.analytics.workdays_extra == ("2027-02-14",)
+    with pytest.raises(ConfigError, match=r"site.yaml:2.*holidays_extra.*'2027-1-1' is not an ISO date"):
+        parse_site("analytics:\n  holidays_extra: ['2027-1-1']\n", file="site.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML.*month must be in 1..12"):
+        parse_site("analytics:\n  holidays_extra: [2027-13-45]\n", file="site.yaml")
