@@ -60,6 +60,13 @@ def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 READ = _responses(400, 401, 403, 404, 422, 429, 503)
+# one event of the live stream (OpenAPI 3.1 has the schema of an event stream describe each event)
+SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"type": "string", "enum": ["meter", "position", "alert", "reset"]},
+    "data": {"type": "string", "contentMediaType": "application/json",
+             "description": "JSON: as /v1/meters/{id}/latest, /v1/vehicles/{id}/latest or an item of /v1/alerts"},
+    "id": {"type": "string", "pattern": "^[0-9]+$", "description": "resume after it with Last-Event-ID"},
+    "retry": {"type": "integer", "description": "reconnection delay, ms"}}}
 ONE = _responses(400, 401, 403, 404, 422, 429, 503)
 
 
@@ -706,7 +713,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.get("/v1/live", tags=["live"], response_class=StreamingResponse, responses={
         200: {"description": "text/event-stream: events `meter`, `position`, `alert` (data: JSON as in the "
                              "latest resources), `reset` when a resume id has left the buffer; `: ping` every 15 s",
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **READ})
+              "content": {"text/event-stream": {"schema": SSE_EVENT}}}, **READ})
     async def live(p: Who, request: Request, org: OrgQ = None,
                    topics: Annotated[str, Query(max_length=100, description="comma-separated: meter,position,alert")] = "meter,position,alert",
                    meters_: Annotated[str | None, Query(alias="meters", max_length=4000, description="comma-separated meter ids")] = None,

@@ -7,9 +7,10 @@ aggregate per client address, minute, key, status and action: the first refusal 
 costs one row per client and minute, not one per request, and the refused request does no disk
 write of its own: hidden and missing things answer alike, in text and in time.
 
-Entries are written off the event loop, in order, by one writer task at a time; counts are
+Entries are written off the event loop, in worker threads, one batch at a time; counts are
 written at most every ``flush_s`` seconds and before ``GET /v1/audit`` reads the table
-(``drain``). After each write the table is cut to its newest ``max_rows`` entries; what that
+(``drain``). Nothing here is bound to one event loop (test clients run each request in a loop
+of its own). After each write the table is cut to its newest ``max_rows`` entries; what that
 deletes is counted (``rows_pruned``, ``events_pruned``), and so are the refusals that were merged
 into an existing entry (``merged``).
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -70,7 +72,7 @@ class AuditTrail:
         self.counters = _Counters()
         self._open: dict[tuple, Entry] = {}       # this minute's aggregates, and older ones not yet written
         self._queue: list[Entry] = []             # aggregates whose row or count is still to be written
-        self._lock: asyncio.Lock | None = None    # one writer at a time (made in the loop that uses it)
+        self._lock = threading.Lock()             # one batch written at a time
         self._writer: asyncio.Task | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._points: set[asyncio.Task] = set()
@@ -118,9 +120,10 @@ class AuditTrail:
 
     async def drain(self) -> None:
         """Write everything pending (rows and counts), and send the Points of changed counts."""
-        async with self._writing():
-            if self._queue:
-                await asyncio.to_thread(self._write, self._take())
+        if self._queue:
+            await asyncio.to_thread(self._write, self._take())
+        else:  # a batch may be under way in a worker thread: wait for it
+            await asyncio.to_thread(self._wait_for_writes)
         self._send_points()
 
     def stats(self) -> dict[str, int]:
@@ -133,10 +136,9 @@ class AuditTrail:
         # unauthenticated refusals belong to the root org: its admins read them
         return (p.org or "") if p is not None else self.root_org
 
-    def _writing(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
+    def _wait_for_writes(self) -> None:
+        with self._lock:
+            pass
 
     def _schedule(self, new: bool) -> None:
         try:
@@ -158,9 +160,8 @@ class AuditTrail:
 
     async def _write_new(self) -> None:
         """New aggregates get their row soon after the first refusal; counts wait for the timer."""
-        async with self._writing():
-            while any(e.row_id is None for e in self._queue):
-                await asyncio.to_thread(self._write, self._take(only_new=True))
+        while any(e.row_id is None for e in self._queue):
+            await asyncio.to_thread(self._write, self._take(only_new=True))
         self._send_points()
         if self._queue and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.flush_s, self._flush_later)
@@ -177,6 +178,10 @@ class AuditTrail:
         """(In a worker thread.) Insert new aggregates, update the counts of written ones, prune."""
         if self.keys is None or not batch:
             return
+        with self._lock:  # a batch taken meanwhile waits: an entry is inserted once, then only updated
+            self._write_locked(batch)
+
+    def _write_locked(self, batch: list[Entry]) -> None:
         try:
             counts = {}
             for e in batch:
@@ -226,7 +231,13 @@ class AuditTrail:
         except RuntimeError:
             return
         self._points.add(task)
-        task.add_done_callback(self._points.discard)
+        task.add_done_callback(self._point_sent)
+
+    def _point_sent(self, task: asyncio.Task) -> None:
+        self._points.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.counters.write_errors += 1
+            log.warning("audit point not submitted: %s", task.exception())
 
     def _send_points(self) -> None:
         """A Point for each new aggregate, and again (same time and tags: it overwrites) when its count grew."""

@@ -8,7 +8,7 @@ of role ``metrics`` or ``admin`` whose org covers the whole site. With ``api.aut
 request is an admin at the root.
 
 A token not seen recently costs an argon2 check (about 0.1 s of CPU by design). It never runs on
-the event loop: at most ``hash_threads`` run at once in worker threads, the same token checked by
+the event loop: at most ``hash_threads`` run at once, in threads of their own, the same token checked by
 several requests at once is hashed once, and before hashing, a failed-attempt limit per client
 address and per key id (``api.keys.FailedAttempts``) answers 429 without hashing at all. A
 verified token is then cached by the key store.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -49,8 +50,8 @@ class Guard:
         self.root_org = roots[0] if len(roots) == 1 else ""
         self.audit = AuditTrail(keys, ingest, root_org=self.root_org, max_rows=audit_max_rows)
         self.hash_threads = hash_threads
-        self._hashing: asyncio.Semaphore | None = None  # made in the loop that uses it
-        self._checks: dict[bytes, asyncio.Task] = {}   # token digest -> the argon2 check under way
+        self._hashing: ThreadPoolExecutor | None = None  # its own threads: a flood cannot take the loop's default pool
+        self._checks: dict[bytes, asyncio.Task] = {}     # token digest -> the argon2 check under way
         self.refused = 0
         self.wrong_secrets = 0     # argon2 checks that failed
         self.auth_throttled = 0    # attempts refused before hashing (failed-attempt limit)
@@ -101,8 +102,9 @@ class Guard:
 
     # -- the argon2 check, off the event loop ----------------------------------------------------
     async def _check(self, request: Request, pending: PendingCheck) -> Principal | None:
+        loop = asyncio.get_running_loop()
         task = self._checks.get(pending.digest)
-        if task is None:
+        if task is None or task.get_loop() is not loop:
             client = client_address(request)
             wait = self.failures.reserve(client, pending.key_id)
             if wait > 0:
@@ -111,16 +113,15 @@ class Guard:
                 raise HTTPException(429, "too many failed key attempts from this address or for this key",
                                     headers={"Retry-After": str(max(1, round(wait + 0.5)))})
             # a task of its own: a client that goes away does not cancel the check others may wait for
-            task = asyncio.get_running_loop().create_task(self._hash(client, pending))
+            task = loop.create_task(self._hash(client, pending))
             self._checks[pending.digest] = task
             task.add_done_callback(lambda _t, d=pending.digest: self._checks.pop(d, None))
         return await asyncio.shield(task)
 
     async def _hash(self, client: str, pending: PendingCheck) -> Principal | None:
         if self._hashing is None:
-            self._hashing = asyncio.Semaphore(self.hash_threads)
-        async with self._hashing:
-            p = await asyncio.to_thread(self.keys.check, pending)
+            self._hashing = ThreadPoolExecutor(self.hash_threads, thread_name_prefix="argon2")
+        p = await asyncio.get_running_loop().run_in_executor(self._hashing, self.keys.check, pending)
         if p is None:
             self.wrong_secrets += 1
         else:
