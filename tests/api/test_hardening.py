@@ -429,3 +429,12 @@ async def test_the_last_root_admin_key_cannot_be_revoked(auth_env):
     r = runner.invoke(keys_app, ["revoke", second["id"], "--keys", str(auth_env.keys.path)])
     assert r.exit_code == 2 and "last active admin key" in r.output
     assert auth_env.keys.get(second["id"]).active
+
+
+async def test_without_auth_there_is_no_rate_limit(tmp_path):
+    """The local demo (auth off) is one anonymous admin: no key, so no per-key bucket to run dry."""
+    e = build_env(tmp_path, auth=False, rate_per_s=1.0, burst=2)
+    async with client(create_app(e.ctx)) as c:
+        assert [(await c.get("/v1/meters")).status_code for _ in range(5)] == [200] * 5
+        assert (await c.get("/metrics")).status_code == 200
+    e.store.close()
