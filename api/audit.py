@@ -26,7 +26,7 @@ import asyncio
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from api.keys import KeyStore, Principal, redact_target, scrub
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 NS = 1_000_000_000
 
 
-@dataclass
+@dataclass(eq=False)  # entries are compared by identity (one per aggregate)
 class Entry:
     at_ns: int
     principal: Principal | None
@@ -61,7 +61,6 @@ class _Counters:
     rows_pruned: int = 0
     events_pruned: int = 0
     write_errors: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 class AuditTrail:
@@ -74,7 +73,7 @@ class AuditTrail:
         self._queue: list[Entry] = []             # aggregates whose row or count is still to be written
         self._lock = threading.Lock()             # one batch written at a time
         self._writer: asyncio.Task | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
         self._points: set[asyncio.Task] = set()
         self._rows = keys.audit_rows() if keys is not None else 0
         if keys is not None:
@@ -146,11 +145,16 @@ class AuditTrail:
         except RuntimeError:  # a caller without an event loop: write inline
             self._write(self._take())
             return
+        # a task or timer of another loop (one that stopped: test clients) does not count
         if new:
-            if self._writer is None or self._writer.done():
+            if self._writer is None or self._writer.done() or self._writer.get_loop() is not loop:
                 self._writer = loop.create_task(self._write_new())
-        elif self._timer is None:
-            self._timer = loop.call_later(self.flush_s, self._flush_later)
+        else:
+            self._flush_soon(loop)
+
+    def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is None or self._timer[0] is not loop:
+            self._timer = (loop, loop.call_later(self.flush_s, self._flush_later))
 
     def _flush_later(self) -> None:
         self._timer = None
@@ -163,8 +167,8 @@ class AuditTrail:
         while any(e.row_id is None for e in self._queue):
             await asyncio.to_thread(self._write, self._take(only_new=True))
         self._send_points()
-        if self._queue and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.flush_s, self._flush_later)
+        if self._queue:
+            self._flush_soon(asyncio.get_running_loop())
 
     def _take(self, only_new: bool = False) -> list[Entry]:
         if only_new:

@@ -493,7 +493,6 @@ class FailedAttempts:
         self.by_key = RateLimiter(1.0 / refill_s, burst, clock)
         self.known_s, self.max_known, self._clock = known_s, max_known, clock
         self._known: dict[tuple[str, str], float] = {}
-        self.refused = 0
 
     def reserve(self, client: str, key_id: str) -> float:
         """0.0 when an attempt may be hashed (tokens taken); else seconds to wait (nothing taken)."""
@@ -502,7 +501,6 @@ class FailedAttempts:
         if not known:
             wait = max(wait, self.by_key.wait(key_id))
         if wait > 0:
-            self.refused += 1
             return wait
         self.by_client.take(client)
         if not known:

@@ -119,7 +119,7 @@ class Guard:
             # a task of its own: a client that goes away does not cancel the check others may wait for
             task = loop.create_task(self._hash(client, pending))
             self._checks[pending.digest] = task
-            task.add_done_callback(lambda _t, d=pending.digest: self._checks.pop(d, None))
+            task.add_done_callback(lambda t, d=pending.digest: self._checks.pop(d) if self._checks.get(d) is t else None)
         return await asyncio.shield(task)
 
     async def _hash(self, client: str, pending: PendingCheck) -> Principal | None:

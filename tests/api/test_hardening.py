@@ -29,7 +29,7 @@ from edge.errors import ConfigError
 from edge.live import LiveState
 from edge.outbox import Outbox
 from edge.service import ServiceIngest
-from tests.api.apienv import GONGSHU, INST42, XIHU, build_env, serve
+from tests.api.apienv import GONGSHU, INST42, XIHU, build_env
 
 CST = timezone(timedelta(hours=8))
 
@@ -438,3 +438,13 @@ async def test_without_auth_there_is_no_rate_limit(tmp_path):
         assert [(await c.get("/v1/meters")).status_code for _ in range(5)] == [200] * 5
         assert (await c.get("/metrics")).status_code == 200
     e.store.close()
+
+
+async def test_one_token_arriving_many_times_at_once_is_hashed_once(auth_env):
+    """A dashboard opening with a new key sends a dozen requests at once: one argon2 check serves them."""
+    _, token = auth_env.keys.create(INST42, "viewer")
+    app = create_app(auth_env.ctx)
+    async with client(app, token) as c:
+        codes = await asyncio.gather(*(c.get("/v1/meters") for _ in range(12)))
+    assert [r.status_code for r in codes] == [200] * 12
+    assert auth_env.keys.hash_checks == 1
