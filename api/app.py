@@ -25,51 +25,14 @@ from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.context import ApiContext
-from api.keys import KeyError_, KeyStore, Principal, Role, keys_path_for
-from api.reads import (
-    NS,
-    BadCursor,
-    Row,
-    decode_cursor,
-    decode_id_cursor,
-    encode_cursor,
-    encode_id_cursor,
-    field_names,
-    iso,
-    page_ids,
-    page_raw,
-    rows_from_series,
-    to_ns,
-)
-from api.schemas import (
-    Alert,
-    AuditOut,
-    Baseline,
-    BuildingOut,
-    DeadLetterOut,
-    Fix,
-    Health,
-    Indicator,
-    KeyCreate,
-    KeyCreated,
-    KeyOut,
-    MeterHealth,
-    MeterLatest,
-    MeterOut,
-    OrgNode,
-    OrgOut,
-    OrgTree,
-    Page,
-    Problem,
-    Reading,
-    Readings,
-    Record,
-    Replayed,
-    Track,
-    VehicleLatest,
-    VehicleOut,
-)
-from api.security import Guard
+from api.keys import KeyError_, KeyStore, LastAdminKey, Principal, Role, keys_path_for
+from api.reads import (NS, BadCursor, Row, decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, field_names, iso,
+                       page_ids, page_raw, rows_from_series, to_ns)
+from api.routing import StrictQueryRoute
+from api.schemas import (Alert, AuditOut, Baseline, BuildingOut, DeadLetterOut, Fix, Health, Indicator, KeyCreate, KeyCreated,
+                         KeyOut, MeterHealth, MeterLatest, MeterOut, OrgNode, OrgOut, OrgTree, Page, Problem, Reading,
+                         Readings, Record, Replayed, Track, VehicleLatest, VehicleOut)
+from api.security import Guard, install_access_log_redaction
 from api.stream import TOPICS, Event, EventHub, sse
 from collector.gps.crs import wgs84_to_gcj02
 from edge import __version__
@@ -81,6 +44,7 @@ from edge.query import Where
 STATIC = Path(__file__).resolve().parent / "static"
 EVERY = re.compile(r"^([1-9][0-9]{0,6}[smhdw]|day|month)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_EVERY_S = 366 * 86400  # a window longer than a year: use every=month (or a year's range with every=366d)
 MAX_WINDOWS = 10_000
 OFFLINE_S = 600.0  # a vehicle without a fix for this long is shown offline
 MOVING_KMH = 3.0
@@ -89,14 +53,22 @@ Crs = Literal["wgs84", "gcj02"]
 
 
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {400: "bad cursor or parameters", 401: "no or invalid API key", 403: "outside your org or role",
-            404: "not found (or not within your org)", 422: "invalid parameters", 429: "rate limit; see Retry-After",
-            503: "the store is unavailable"}
+    text = {400: "bad cursor or parameters, or an unknown query parameter", 401: "no or invalid API key",
+            403: "outside your org or role", 404: "not found (or not within your org)",
+            409: "refused: it would leave the site without an admin key", 422: "invalid parameters",
+            429: "rate limit, or too many failed key attempts; see Retry-After", 503: "the store is unavailable"}
     return {c: {"model": Problem, "description": text[c], "content": {problems.PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
             for c in codes}
 
 
 READ = _responses(400, 401, 403, 404, 422, 429, 503)
+# one event of the live stream (OpenAPI 3.1 has the schema of an event stream describe each event)
+SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"type": "string", "enum": ["meter", "position", "alert", "reset"]},
+    "data": {"type": "string", "contentMediaType": "application/json",
+             "description": "JSON: as /v1/meters/{id}/latest, /v1/vehicles/{id}/latest or an item of /v1/alerts"},
+    "id": {"type": "string", "pattern": "^[0-9]+$", "description": "resume after it with Last-Event-ID"},
+    "retry": {"type": "integer", "description": "reconnection delay, ms"}}}
 ONE = _responses(400, 401, 403, 404, 422, 429, 503)
 
 
@@ -114,7 +86,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if keys is None and auth:
         data_dir = Path(service.outbox.path).parent if service is not None else None
         keys = KeyStore(keys_path_for(site, data_dir))
-    guard = Guard(site, keys, auth=auth, ingest=ingest, rate_per_s=ctx.rate_per_s, burst=ctx.rate_burst)
+    guard = Guard(site, keys, auth=auth, ingest=ingest, rate_per_s=ctx.rate_per_s, burst=ctx.rate_burst,
+                  audit_max_rows=site.api.audit_max_rows, failures_burst=site.api.auth_failures_burst,
+                  failure_refill_s=site.api.auth_failure_refill_s)
+    install_access_log_redaction()
 
     app = FastAPI(
         title="sensing-edge",
@@ -123,8 +98,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
                     "Times are ISO 8601 with offset; field names carry their units; lists are cursor-paged; "
                     "errors are RFC 9457 problem+json. Keys see their org and everything below it.",
     )
+    app.router.route_class = StrictQueryRoute  # an undeclared query parameter on /v1 is a 400, not silence
     problems.install(app)
     problems.install_fallback(app)
+    if auth:
+        document_security(app)
     app.state.ctx = ctx
     app.state.guard = guard
 
@@ -148,7 +126,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
     Cursor = Annotated[str | None, Query(max_length=200, description="from the previous page's next_cursor")]
     From = Annotated[datetime | None, Query(alias="from", description="ISO 8601; naive times are site-local")]
-    To = Annotated[datetime | None, Query(description="ISO 8601, exclusive; default now")]
+    To = Annotated[datetime | None, Query(alias="to", description="ISO 8601, exclusive; default now")]
     OrgQ = Annotated[str | None, Query(max_length=300, description="only this org and below (within your own)")]
 
     def require_query() -> Any:
@@ -168,7 +146,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return HTTPException(400, str(e))
 
     def paged(items, key, limit: int, cursor: str | None):
-        """Sort config objects by ``key`` and cut one page; a bad cursor is a 400."""
+        """Sort config objects by ``key`` and cut one page; a cursor that is not one of these keys is a 400."""
         try:
             return page_ids(sorted(items, key=key), key, limit, cursor)
         except BadCursor as e:
@@ -244,9 +222,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         except ValueError:
             o = None
         if o is None:
-            raise HTTPException(404, "no such org")
+            raise HTTPException(404, NO_ORG)
         if not p.sees(o.path):
-            raise guard.hidden(request, p, f"org {org_path!r}")
+            raise guard.hidden(request, p, f"org {org_path!r}", NO_ORG)
         return org_out(o, p)
 
     # -- buildings ------------------------------------------------------------------------------
@@ -367,6 +345,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
             rows, nxt = await run(page_raw(q, "meter", names, where, s, e, limit, cursor, m.interval_s))
             return Readings(meter=meter_id, items=[Reading(time=iso(r.time_ns, tz), values=r.values) for r in rows],
                             next_cursor=nxt)
+        if every_s(every) > MAX_EVERY_S:
+            raise HTTPException(400, f"`every` is at most {MAX_EVERY_S // 86400} days ({MAX_EVERY_S // 86400}d, 52w, "
+                                     f"{MAX_EVERY_S // 3600}h); for longer windows use every=month")
         n_windows = _window_count(every, s, e)
         if n_windows > MAX_WINDOWS:
             raise HTTPException(400, f"{n_windows} windows; at most {MAX_WINDOWS}: narrow the range or widen `every`")
@@ -515,15 +496,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return
         if scope == "org":
             if ident not in orgs:
-                try:
-                    check_org_path(ident)
-                except ValueError:
-                    raise HTTPException(404, "no such org") from None
-                if not p.sees(ident):
-                    raise guard.hidden(request, p, f"org {ident!r}")
-                raise HTTPException(404, "no such org")
+                raise HTTPException(404, NO_ORG)
             if not p.sees(ident):
-                raise guard.hidden(request, p, f"org {ident!r}")
+                raise guard.hidden(request, p, f"org {ident!r}", NO_ORG)
         elif scope == "building":
             building_or_404(request, p, ident)
         elif scope == "meter":
@@ -729,8 +704,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
         guard.record(request, p, 201, "key_create", f"id={k.id} org={k.org} role={k.role.value}")
         return KeyCreated(**key_out(k).model_dump(), token=token)
 
-    @app.delete("/v1/keys/{key_id}", response_model=KeyOut, tags=["admin"], responses=ONE)
+    @app.delete("/v1/keys/{key_id}", response_model=KeyOut, tags=["admin"], responses={**ONE, **_responses(409)})
     async def revoke_key(key_id: str, p: Who, request: Request) -> KeyOut:
+        """Revoke a key within the admin's org (audited). The last active admin key of a top-level org is
+        refused (409): create another first."""
         guard.require(request, p, Role.admin)
         ks = need_keys()
         try:
@@ -738,14 +715,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
         except KeyError_:
             raise HTTPException(404, f"no key {key_id!r}") from None
         if not p.sees(k.org):
-            raise guard.hidden(request, p, f"key {key_id!r}")
-        k = ks.revoke(key_id)
+            raise guard.hidden(request, p, f"key {key_id!r}", f"no key {key_id!r}")
+        try:
+            k = ks.revoke(key_id)
+        except LastAdminKey as e:
+            guard.refuse(request, p, 409, "key_revoke_refused", f"id={key_id}: last admin key of its org")
+            raise HTTPException(409, str(e)) from None
         guard.record(request, p, 200, "key_revoke", f"id={key_id}")
         return key_out(k)
 
     @app.get("/v1/audit", response_model=Page[AuditOut], tags=["admin"], responses=ONE)
     async def audit_log(p: Who, request: Request, limit: Limit = 100, cursor: Cursor = None) -> Page[AuditOut]:
-        """The audit log (GB/T 22239): changes and refused accesses, newest first, within the admin's org."""
+        """The audit log (GB/T 22239): changes and refused accesses, newest first, within the admin's org.
+        Refusals are aggregated per client address, minute, key, status and action (`count`)."""
         guard.require(request, p, Role.admin)
         if keys is None:
             return Page[AuditOut](items=[], next_cursor=None)
@@ -755,17 +737,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 before = int(decode_id_cursor_int(cursor))
             except BadCursor as e:
                 raise bad_cursor(e) from None
-        rows = keys.audit_entries(limit + 1, before, within=p.org)
+        await guard.audit.drain()
+        rows = await asyncio.to_thread(keys.audit_entries, limit + 1, before, p.org)
         page = rows[:limit]
         return Page[AuditOut](next_cursor=_int_cursor(page[-1].id) if len(rows) > limit else None, items=[
             AuditOut(id=a.id, at=iso(a.at_ns, tz), key_id=a.key_id, org=a.org, role=a.role, method=a.method,
-                     path=a.path, status=a.status, action=a.action, detail=a.detail) for a in page])
+                     path=a.path, status=a.status, action=a.action, detail=a.detail, client=a.client,
+                     count=a.count) for a in page])
 
     # -- live -----------------------------------------------------------------------------------
     @app.get("/v1/live", tags=["live"], response_class=StreamingResponse, responses={
         200: {"description": "text/event-stream: events `meter`, `position`, `alert` (data: JSON as in the "
                              "latest resources), `reset` when a resume id has left the buffer; `: ping` every 15 s",
-              "content": {"text/event-stream": {"schema": {"type": "string"}}}}, **READ})
+              "content": {"text/event-stream": {"schema": SSE_EVENT}}}, **READ})
     async def live(p: Who, request: Request, org: OrgQ = None,
                    topics: Annotated[str, Query(max_length=100, description="comma-separated: meter,position,alert")] = "meter,position,alert",
                    meters_: Annotated[str | None, Query(alias="meters", max_length=4000, description="comma-separated meter ids")] = None,
@@ -866,7 +850,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         status = h.get("status", "ok")
         comps = dict(h.get("components", {}))
         comps.setdefault("store", {"attached": ctx.query is not None})
-        comps["api"] = {"auth": auth, "refused": guard.refused, "live_events": hub.head}
+        comps["api"] = {"auth": auth, "refused": guard.refused, "live_events": hub.head,
+                        "auth_throttled": guard.auth_throttled, "wrong_secrets": guard.wrong_secrets,
+                        "audit": guard.audit.stats()}
         return Health(status=status, version=__version__, live=True, ready=status != "down", components=comps)
 
     @app.get("/v1/health", response_model=Health, tags=["operations"],
@@ -892,15 +878,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
             response.status_code = 503
         return {"ready": ready}
 
+    Scraper = Annotated[Principal, Depends(guard.scraper)]
+
     @app.get("/metrics", tags=["operations"], response_class=Response,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}})
-    async def metrics() -> Response:
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
+                        **_responses(401, 403, 429)})
+    async def metrics(p: Scraper) -> Response:
+        """Prometheus text. With auth on: a key of role `metrics` (or `admin`) whose org covers the whole site."""
         body = ctx.metrics_text() if ctx.metrics_text else b""
-        extra = (f"# HELP edge_api_refused_total Requests refused by the API (401/403/404 out of scope/429)\n"
-                 f"# TYPE edge_api_refused_total counter\nedge_api_refused_total {guard.refused}\n"
-                 f"# HELP edge_api_live_events_total Live events published to SSE clients\n"
-                 f"# TYPE edge_api_live_events_total counter\nedge_api_live_events_total {hub.head}\n").encode()
-        return Response(body + extra, media_type="text/plain; version=0.0.4; charset=utf-8")
+        if isinstance(body, str):
+            body = body.encode()
+        return Response(body + api_metrics_text(guard, hub.head), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # routes are matched in order: the hot ones first (nothing else matches their paths)
     hot = ("/v1/meters/{meter_id}/latest", "/v1/vehicles/{vehicle_id}/latest")
@@ -918,6 +906,61 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
 
 # --- small pure helpers ---------------------------------------------------------------------------
+
+NO_ORG = "no such org"  # one answer for an org that does not exist and one the caller may not see
+
+
+def every_s(every: str) -> int:
+    """The length of a fixed window (``15m``, ``52w``) in seconds; calendar windows (day, month) count as
+    their longest."""
+    if every == "day":
+        return 86400
+    if every == "month":
+        return 31 * 86400
+    return int(every[:-1]) * _UNIT_S[every[-1]]
+
+
+def api_metrics_text(guard: Guard, live_events: int) -> bytes:
+    """The API's own counters in Prometheus text format."""
+    a = guard.audit.stats()
+    rows = [
+        ("edge_api_refused_total", "Requests refused by the API (401/403/404 out of scope/409/429)", guard.refused),
+        ("edge_api_live_events_total", "Live events published to SSE clients", live_events),
+        ("edge_api_auth_wrong_secrets_total", "Key checks (argon2) that failed", guard.wrong_secrets),
+        ("edge_api_auth_throttled_total", "Key attempts refused (429) by the failed-attempt limit, without hashing",
+         guard.auth_throttled),
+        ("edge_api_audit_refusals_merged_total", "Refusals counted into an existing audit entry (same client, "
+                                                 "minute, key, status, action) instead of a row of their own",
+         a["refusals_merged"]),
+        ("edge_api_audit_rows_pruned_total", "Oldest audit rows deleted to keep the table within api.audit_max_rows",
+         a["rows_pruned"]),
+        ("edge_api_audit_events_pruned_total", "Audited events (sum of counts) in the deleted rows", a["events_pruned"]),
+        ("edge_api_audit_write_errors_total", "Audit writes that failed", a["write_errors"]),
+    ]
+    return "".join(f"# HELP {n} {h}\n# TYPE {n} counter\n{n} {v}\n" for n, h, v in rows).encode()
+
+
+def document_security(app: FastAPI) -> None:
+    """Declare the API keys in the OpenAPI document (bearer or X-API-Key; none for the health probes),
+    the way FastAPI documents extending it: a wrapped ``app.openapi``."""
+    plain = app.openapi
+    open_routes = {"/v1/health", "/v1/health/live", "/v1/health/ready"}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = plain()
+        doc.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer sek_..."},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+        for path, ops in doc.get("paths", {}).items():
+            for op in ops.values():
+                op["security"] = [] if path in open_routes else [{"bearer": []}, {"apiKey": []}]
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
 
 def _within(path: str, scope: str) -> bool:
     return org_within(path, scope)

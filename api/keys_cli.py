@@ -36,7 +36,7 @@ def _t(ns: int | None) -> str:
 
 @app.command()
 def create(org: str = typer.Option(..., help="org path, e.g. 330000/330100/330106"),
-           role: str = typer.Option("viewer", help="viewer | operator | admin"),
+           role: str = typer.Option("viewer", help="viewer | operator | admin | metrics (reads /metrics only)"),
            name: str = typer.Option("", help="a note: who or what uses the key"),
            config: Optional[Path] = ConfigOpt, keys: Optional[Path] = KeysOpt) -> None:
     """Make a key and print its token (shown once)."""

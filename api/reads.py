@@ -87,6 +87,9 @@ def decode_id_cursor(cursor: str) -> str:
 def page_ids(items: Sequence[Any], key, limit: int, cursor: str | None) -> tuple[list[Any], str | None]:
     """Page a list sorted by ``key`` (a str per item): items after the cursor's key."""
     after = decode_id_cursor(cursor) if cursor else None
+    if after is not None and not any(key(it) == after for it in items):
+        # a cursor is the key of the last item of the previous page: anything else is not one of ours
+        raise BadCursor("cursor is not one this API gave out")
     rest = [it for it in items if after is None or key(it) > after]
     page = rest[:limit]
     nxt = encode_id_cursor(key(page[-1])) if len(rest) > limit else None

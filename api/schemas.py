@@ -206,7 +206,8 @@ class KeyOut(BaseModel):
 
 class KeyCreate(BaseModel):
     org: str = Field(description="org path the key is scoped to")
-    role: str = Field("viewer", pattern="^(viewer|operator|admin)$")
+    role: str = Field("viewer", pattern="^(metrics|viewer|operator|admin)$",
+                      description="metrics reads /metrics only; viewer, operator, admin read /v1 within the org")
     name: str = Field("", max_length=200)
 
 
@@ -225,6 +226,8 @@ class AuditOut(BaseModel):
     status: int
     action: str
     detail: str
+    client: str = Field("", description="client address")
+    count: int = Field(1, description="refusals this entry stands for (same client, minute, key, status, action)")
 
 
 class Health(BaseModel):

@@ -276,6 +276,11 @@ class Api(Frozen):
     tile_url: str | None = None
     rate_per_s: float = Field(default=50.0, gt=0, description="requests per second per key (token bucket)")
     rate_burst: float = Field(default=100.0, gt=0)
+    auth_failures_burst: int = Field(default=10, ge=1, description="failed key checks a client address (and a key id) "
+                                     "may make before 429, without hashing")
+    auth_failure_refill_s: float = Field(default=10.0, gt=0, description="then one more attempt every this many seconds")
+    audit_max_rows: int = Field(default=100_000, ge=100, description="the audit table keeps its newest rows; "
+                                "older ones are deleted and counted")
     upstream: Upstream | None = None
 
 
@@ -396,10 +401,17 @@ def _cross_check(site: Site) -> list[tuple[tuple, str]]:
     for i, b in enumerate(site.buildings):
         if b.org not in orgs:
             errs.append((("buildings", i, "org"), f"unknown org {b.org!r}"))
-    buildings = {b.id for b in site.buildings}
+    buildings = {b.id: b for b in site.buildings}
     for i, m in enumerate(site.meters):
         if m.building is not None and m.building not in buildings:
             errs.append((("meters", i, "building"), f"unknown building {m.building!r}"))
+        b = buildings.get(m.building) if m.building is not None else None
+        if b is not None and m.org is not None and m.org in orgs and not org_within(m.org, b.org):
+            # a building's totals count all its meters: one of another org would show in the figures of
+            # the building's org (and building minus org total would give that org's consumption exactly)
+            errs.append((("meters", i, "org"), f"org {m.org!r} is not building {b.id!r}'s org {b.org!r} or below it: "
+                                               "a building's energy figures count every meter in it; drop `building` "
+                                               "or give the meter the building's org"))
         if m.building is None and m.org is None:
             errs.append((("meters", i, "org"), "a meter needs a building or an org"))
         if m.org is not None and m.org not in orgs:

@@ -120,7 +120,7 @@ async def test_2027_health_degraded_then_holidays_added_to_the_site_file_recompu
 
     async def jan1(c):
         items = (await c.get("/v1/indicators/energy", params={"scope": "meter", "id": "m1", "period": "day",
-                                                              "from": "2027-01-01", "end": "2027-01-02"})).json()["items"]
+                                                              "from": "2027-01-01", "to": "2027-01-02"})).json()["items"]
         return items[0]["values"]
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
