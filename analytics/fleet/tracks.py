@@ -18,13 +18,13 @@ reason and vehicle, never silently (docs/fleet.md has the rules and their defaul
 - ``future``: timestamps later than ``now_ns`` + ``future_tolerance_s``;
 - ``duplicate``: a second fix of the same vehicle with the same timestamp (the first is kept);
 - ``speed_above_max``: a *reported* speed above ``max_speed_kmh``;
-- ``outlier``: a position the vehicle could not have reached: one fix or a run of up to
-  ``outlier_window`` fixes that the fixes around it cannot reach (or be reached from) at
-  ``max_speed_kmh`` plus ``gps_error_m``, decided by a vote of the ``outlier_window`` fixes on
-  each side; then any step still too fast is resolved by dropping the end whose removal leaves a
-  plausible step;
-- ``cold_start``: the same, for a vehicle's first fix or the first fix after a signal gap of at
-  least ``cold_start_gap_s``: such a fix is judged against the fixes *after* it;
+- ``outlier``: a position the vehicle did not drive through: one fix or a run of up to
+  ``outlier_window`` fixes that the track jumps into and out of (a jump: faster than
+  ``max_speed_kmh``, or much faster than the steps around it), when the fixes either side join
+  plausibly without it; then any step still faster than the maximum is resolved by dropping the
+  end whose removal leaves a plausible step;
+- ``cold_start``: a short run at a vehicle's start or after a signal gap, left by a jump: judged
+  against the fixes *after* it (a receiver's first fix after a gap is often stale or wild);
 - jitter (moved, not dropped: ``jitter_snapped``): fixes of a *parked* vehicle are moved onto
   the arrival position. Parked means: a reported speed at or below ``parked_speed_kmh`` or ACC
   off (then within ``parked_radius_m``), or, with neither reported, no fix within
@@ -71,8 +71,8 @@ def _check_times(t: np.ndarray, vehicle: str) -> np.ndarray:
         hi = int(t.max())
         if hi < _T_MIN_NS:
             unit = "seconds" if hi < 10**11 else "milliseconds" if hi < 10**14 else "microseconds"
-            raise TrackError(f"vehicle {vehicle!r}: t_ns looks like {unit} (max {hi}): "
-                             "expected int64 nanoseconds since the epoch")
+            raise TrackError(f"vehicle {vehicle!r}: t_ns looks like {unit}: "
+                             f"expected int64 nanoseconds since the epoch (largest value {hi})")
         _first_bad((t < _T_MIN_NS) | (t > _T_MAX_NS), t, vehicle, "t_ns",
                    "outside 1971..2100: expected int64 nanoseconds since the epoch")
     return t
@@ -186,9 +186,10 @@ class CleanParams:
     max_speed_kmh: float = 200.0
     future_tolerance_s: float = 300.0
     min_satellites: int = 3
-    gps_error_m: float = 50.0  # position error allowed on top of max speed when judging reachability
-    outlier_window: int = 4  # fixes each side that vote on whether a fix is reachable
-    cold_start_gap_s: float = 60.0  # after a gap this long, a fix is judged against the fixes after it
+    gps_error_m: float = 50.0  # position error allowed on top of a speed when judging a step
+    outlier_window: int = 4  # longest run of bad fixes recognised as one
+    local_factor: float = 2.5  # a step this many times faster than its neighbours (and > 60 km/h) is a jump
+    cold_start_gap_s: float = 20.0  # after a gap this long (and 2.5x the usual interval) a fix is judged by what follows
     jitter_m: float = 30.0
     parked_window_s: float = 60.0  # without speed or ACC: parked if nothing within this many s strays past jitter_m
     parked_speed_kmh: float = 3.0  # a reported speed at or below this may be parked jitter
@@ -242,42 +243,89 @@ def _reach(lat, lon, t, i, j, vmax_ms: float, err_m: float) -> np.ndarray:
     return d <= vmax_ms * np.abs(t[j] - t[i]) / NS + err_m
 
 
-def _vote_outliers(idx: np.ndarray, g: np.ndarray, t, lat, lon, p: CleanParams) -> np.ndarray:
-    """Among kept rows ``idx``: positions of the rows outvoted by their neighbours (bool over idx).
+def _suspicious_runs(idx: np.ndarray, g: np.ndarray, t, lat, lon, p: CleanParams) -> tuple[np.ndarray, np.ndarray]:
+    """Among kept rows ``idx``: runs of up to ``outlier_window`` fixes that the track jumps into
+    and out of. Returns (drop, cold) as bools over idx.
 
-    Only rows within ``outlier_window`` of a too-fast step are examined (cheap on clean data). A
-    row is an outlier when more of the ``outlier_window`` kept rows on each side (same vehicle)
-    cannot reach it at ``max_speed_kmh`` (+ ``gps_error_m``) than can: a run of up to
-    ``outlier_window`` bad fixes agrees only with itself and is outvoted.
+    A step is a *jump* when it is faster than ``max_speed_kmh``, or faster than 60 km/h and
+    ``local_factor`` times the speed of the steps around it (so a 1 km error shows
+    at urban speeds even where it stays under the maximum). A step is a *break* at a vehicle's
+    start or after a signal gap (at least ``cold_start_gap_s`` and 2.5 times the usual interval).
+    A short run entered by a jump and left by a jump, whose neighbours join plausibly without
+    it, is an outlier run; a short run after a break and left by a jump, followed by a longer
+    run, is a cold start (judged against the fixes after it); likewise a short run entered by a
+    jump and ending at a break or the vehicle's end.
     """
     m = len(idx)
-    out = np.zeros(m, dtype=bool)
-    if m < 3:
-        return out
+    drop = np.zeros(m, dtype=bool)
+    cold = np.zeros(m, dtype=bool)
+    if m < 2:
+        return drop, cold
     vmax = p.max_speed_kmh / 3.6
     gi = g[idx]
     same = gi[1:] == gi[:-1]
-    fast = same & ~_reach(lat, lon, t, idx[:-1], idx[1:], vmax, p.gps_error_m)
-    if not fast.any():
+    d = near_m(lat[idx[:-1]], lon[idx[:-1]], lat[idx[1:]], lon[idx[1:]])
+    dt = np.diff(t[idx]) / NS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.where(same & (dt > 0), np.maximum(d - p.gps_error_m, 0) / dt, np.where(same & (d > p.gps_error_m), np.inf, 0))
+    k = len(v)
+
+    def shifted(a, s, fill):
+        out = np.full(k, fill)
+        if s > 0:
+            out[s:] = a[:-s]
+        else:
+            out[:s] = a[-s:]
         return out
+
+    def side_ref(a):
+        """A step's reference from its neighbours: on each side the smaller of the two steps
+        there (one wild step does not raise it), then the larger side (NaN-safe, cheap)."""
+        a = np.where(same, a, np.nan)
+        left = np.fmin(np.where(shifted(same, 1, False), shifted(a, 1, np.nan), np.nan),
+                       np.where(shifted(same, 2, False) & shifted(same, 1, False), shifted(a, 2, np.nan), np.nan))
+        right = np.fmin(np.where(shifted(same, -1, False), shifted(a, -1, np.nan), np.nan),
+                        np.where(shifted(same, -2, False) & shifted(same, -1, False), shifted(a, -2, np.nan), np.nan))
+        return np.fmax(left, right)
+
+    v_med = side_ref(np.where(np.isinf(v), np.nan, v))
+    dt_med = side_ref(dt)
+    v_med = np.where(np.isnan(v_med), 0.0, v_med)
+    floor = 60 / 3.6
+    jump = same & ((v > vmax) | ((v > floor) & (v > p.local_factor * v_med)))
+    brk = ~same | ((dt >= p.cold_start_gap_s) & ~(dt < 2.5 * np.where(np.isnan(dt_med), 0.0, dt_med)))
+    if not jump.any():
+        return drop, cold
+    # pieces: runs of fixes between boundaries (a jump or a break before fix j, j = 1..m-1)
+    bound = np.concatenate([[True], jump | brk])
+    piece = np.cumsum(bound) - 1
+    starts = np.flatnonzero(bound)
+    ends = np.concatenate([starts[1:] - 1, [m - 1]])
+    length = ends - starts + 1
+    n_p = len(starts)
+    enter_jump = np.concatenate([[False], jump])[starts]
+    exit_jump = np.concatenate([jump, [False]])[ends]
     W = max(int(p.outlier_window), 1)
-    near = np.zeros(m, dtype=bool)
-    for s in np.flatnonzero(fast):  # steps s -> s+1 in idx space; a few per vehicle on real data
-        near[max(0, s - W + 1):s + W + 1] = True
-    c = np.flatnonzero(near)
-    cons = np.zeros(len(c), dtype=np.int64)
-    inc = np.zeros(len(c), dtype=np.int64)
-    for off in range(1, W + 1):
-        for sgn in (-1, 1):
-            o = c + sgn * off
-            ok = (o >= 0) & (o < m)
-            oo = np.where(ok, o, 0)
-            ok &= gi[oo] == gi[c]
-            r = _reach(lat, lon, t, idx[c], idx[oo], vmax, p.gps_error_m)
-            cons += ok & r
-            inc += ok & ~r
-    out[c] = inc > cons
-    return out
+    short = length <= W
+    nxt_len = np.concatenate([length[1:], [0]])
+    prv_len = np.concatenate([[0], length[:-1]])
+    nxt_same = np.concatenate([gi[starts[1:]] == gi[ends[:-1]], [False]])
+    prv_same = np.concatenate([[False], gi[starts[1:]] == gi[ends[:-1]]])
+    # outlier run: jump in, jump out, and the fixes around it join plausibly without it
+    a = np.maximum(starts - 1, 0)
+    b = np.minimum(ends + 1, m - 1)
+    dab = near_m(lat[idx[a]], lon[idx[a]], lat[idx[b]], lon[idx[b]])
+    dtab = np.abs(t[idx[b]] - t[idx[a]]) / NS
+    joins = dab <= vmax * dtab + p.gps_error_m
+    run = short & enter_jump & exit_jump & joins & prv_same & nxt_same
+    # cold start: after a break, left by a jump, followed by a longer run of the same vehicle
+    first = short & ~enter_jump & exit_jump & nxt_same & (nxt_len > length)
+    # a short run jumped into that ends at a break or the vehicle's end, after a longer run
+    last = short & enter_jump & ~exit_jump & prv_same & (prv_len > length)
+    bad_piece = run | first | last
+    drop = bad_piece[piece]
+    cold = first[piece]
+    return drop, cold
 
 
 def _bridge_fast_steps(idx: np.ndarray, g: np.ndarray, t, lat, lon, p: CleanParams) -> np.ndarray:
@@ -359,10 +407,15 @@ def clean(tracks: Tracks, now_ns: int, params: CleanParams = CleanParams()) -> C
     # positions the vehicle could not have reached: runs outvoted by their neighbours, then the
     # remaining too-fast steps resolved one end at a time
     unreachable = np.zeros(len(t), dtype=bool)
-    idx = np.flatnonzero(keep)
-    out = _vote_outliers(idx, g, t, lat, lon, p)
-    unreachable[idx[out]] = True
-    keep &= ~unreachable
+    cold = np.zeros(len(t), dtype=bool)
+    for _ in range(2):
+        idx = np.flatnonzero(keep)
+        out, first = _suspicious_runs(idx, g, t, lat, lon, p)
+        if not out.any():
+            break
+        unreachable[idx[out]] = True
+        cold[idx[first]] = True
+        keep[idx[out]] = False
     for _ in range(p.spike_passes):
         idx = np.flatnonzero(keep)
         d = _bridge_fast_steps(idx, g, t, lat, lon, p)
@@ -370,24 +423,6 @@ def clean(tracks: Tracks, now_ns: int, params: CleanParams = CleanParams()) -> C
             break
         unreachable[idx[d]] = True
         keep[idx[d]] = False
-    # a dropped fix that was a vehicle's first, or the first after a gap, is a cold start
-    cold = np.zeros(len(t), dtype=bool)
-    if unreachable.any():
-        cand = np.flatnonzero(unreachable)
-        prev_ok = np.flatnonzero(~bad & ~dup & ~fast)  # rows that reached the position checks
-        pos = np.searchsorted(prev_ok, cand) - 1
-        has_prev = (pos >= 0)
-        pr = prev_ok[np.maximum(pos, 0)]
-        has_prev &= g[pr] == g[cand]
-        gap = (t[cand] - t[pr]) >= int(p.cold_start_gap_s * NS)
-        # the first of a run after a gap, and the rest of that run
-        cold[cand[~has_prev | gap]] = True
-        for _ in range(max(int(p.outlier_window), 1)):
-            nxt = cand[1:][cold[cand[:-1]] & (g[cand[1:]] == g[cand[:-1]])
-                           & (np.searchsorted(prev_ok, cand[1:]) - np.searchsorted(prev_ok, cand[:-1]) == 1)]
-            if not (~cold[nxt]).any():
-                break
-            cold[nxt] = True
     dropped["outlier"] = _count(g, unreachable & ~cold, nv)
     dropped["cold_start"] = _count(g, cold, nv)
 

@@ -15,7 +15,8 @@ Two ways to find where a vehicle stopped (DOMAIN.md "trip"):
 Either way a gap between fixes longer than ``max_gap_s`` ends a trip (the vehicle may have moved
 unseen; the gap's straight line is not put into any trip). A trip runs from the last fix of one
 stop (departure) to the first fix of the next (arrival); trips shorter than ``min_trip_m`` or
-``min_trip_s`` are dropped and counted.
+``min_trip_s``, or that never get further than ``min_trip_extent_m`` from where they began (a drift
+cloud at a stop that outgrew the stop radius), are dropped and counted.
 
 Per trip: start/end time and place, distance (haversine sum over its steps), duration, max speed
 (the cleaned speed: reported where the terminal sends it, else derived from positions over
@@ -48,6 +49,7 @@ class TripParams:
     max_gap_s: float = 3600.0
     min_trip_m: float = 300.0
     min_trip_s: float = 60.0
+    min_trip_extent_m: float = 250.0  # a "trip" that never gets further than this from where it began is drift at a stop
     idle_speed_kmh: float = 3.0
     min_idle_s: float = 120.0
     stop_core_m: float = 50.0  # a distance stop's ends are trimmed to fixes this close to its place
@@ -345,6 +347,12 @@ def segment(tr: Tracks, params: TripParams = TripParams()) -> Segmented:
     dist = cs_d[b] - cs_d[a]
     dur = (t[b] - t[a]) / NS
     ok = (dist >= p.min_trip_m) & (dur >= p.min_trip_s)
+    if len(a) and p.min_trip_extent_m > 0:
+        rows, kk = _ranges(a, b + 1)
+        far = near_m(tr.lat[a][kk], tr.lon[a][kk], tr.lat[rows], tr.lon[rows])
+        lens = b + 1 - a
+        extent = np.maximum.reduceat(far, np.concatenate([[0], np.cumsum(lens)[:-1]])) if len(rows) else far
+        ok &= extent > p.min_trip_extent_m
     trip_g = g[a] if len(a) else np.empty(0, np.int64)
     dropped = np.bincount(trip_g[~ok], minlength=nv).astype(np.int64)
     a, b, dist, dur, trip_g = a[ok], b[ok], dist[ok], dur[ok], trip_g[ok]
