@@ -49,7 +49,7 @@ class TripParams:
     max_gap_s: float = 3600.0
     min_trip_m: float = 300.0
     min_trip_s: float = 60.0
-    min_trip_extent_m: float = 250.0  # a "trip" that never gets further than this from where it began is drift at a stop
+    min_trip_extent_m: float = 300.0  # a "trip" that never gets further than this from where it began is drift at a stop
     idle_speed_kmh: float = 3.0
     min_idle_s: float = 120.0
     stop_core_m: float = 50.0  # a distance stop's ends are trimmed to fixes this close to its place
