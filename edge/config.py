@@ -154,12 +154,21 @@ class Geofence(Frozen):
         return self
 
 
+class MileageSource(str, Enum):
+    """Which figure a vehicle's headline mileage is (docs/fleet.md "The odometer")."""
+
+    auto = "auto"  # the odometer when trusted and agreeing with GPS over the trips, else GPS
+    gps = "gps"
+    odometer = "odometer"  # the odometer whenever it has a figure
+
+
 class Vehicle(Frozen):
     id: str
     plate: str = ""
     org: str
     home: str | None = Field(default=None, description="name of the home geofence")
     in_service: bool = True
+    mileage_source: MileageSource | None = Field(default=None, description="overrides fleet.mileage_source for this vehicle")
     terminal: str | None = Field(default=None, description="JT/T 808 terminal phone number (BCD), when it reports over a gateway")
 
 
@@ -335,8 +344,11 @@ class Fleet(Frozen):
     idle_speed_kmh: float = Field(default=3.0, ge=0)
     min_idle_s: float = Field(default=120.0, ge=0)
     jitter_m: float = Field(default=30.0, ge=0)
-    parked_radius_m: float = Field(default=100.0, ge=0)
+    parked_radius_m: float = Field(default=150.0, ge=0, description="a vehicle reported standing may drift this far and stay put")
     max_speed_kmh: float = Field(default=200.0, gt=0)
+    speed_window_s: float = Field(default=30.0, gt=0, description="speeds derived from positions are taken over this window")
+    mileage_source: MileageSource = MileageSource.auto
+    odometer_tolerance_pct: float = Field(default=5.0, ge=0, description="GPS and odometer differ beyond this share")
     overspeed_kmh: float = Field(default=100.0, gt=0)
     overspeed_grace_s: float = Field(default=30.0, ge=0)
     long_idle_s: float = Field(default=600.0, gt=0)

@@ -1,14 +1,18 @@
-"""``edge analytics fleet --from ... --to ...``: recompute fleet indicators and trips.
+"""``edge analytics fleet --from ... --to ...``: recompute fleet indicators and trips;
+``edge analytics track FILE``: check an exported track (GPX, CSV, NMEA).
 
-A thin shell over ``analytics.fleet.jobs``. Positions come from the site's store through the query
-layer (``--site``), or from a line-protocol file (``--positions``); the resulting Points are
-written as line protocol (``--out``, default stdout).
+Thin shells over ``analytics.fleet.jobs`` and ``analytics.fleet.trackcheck``. For ``fleet``,
+positions come from the site's store through the query layer (``--site``), or from a line-protocol
+file (``--positions``); the resulting Points are written as line protocol (``--out``, default
+stdout). ``track`` prints trips, stops, driven and unobserved distance and the cleaning report as
+tables, or ``--json``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,7 +21,9 @@ import typer
 
 from analytics.fleet.geo import fences_from_config
 from analytics.fleet.indicators import VehicleInfo, WeekdayCalendar, WorkingTime, vehicle_infos
-from analytics.fleet.jobs import PointsSource, recompute, run_fleet
+from analytics.fleet.jobs import JobParams, PointsSource, params_from_config, recompute, run_fleet
+from analytics.fleet.trackcheck import as_dict, check_track
+from analytics.fleet.trackfiles import FORMATS, read_track
 from analytics.fleet.tracks import NS
 from edge.errors import EdgeError
 from edge.point import parse_lines, to_lines
@@ -112,9 +118,59 @@ def fleet(
                f"points={len(points_out)} dropped={report.dropped}", err=True)
 
 
+def track(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="GPX, CSV or NMEA file of fixes"),
+    fmt: str = typer.Option("auto", "--format", help="gpx, csv, nmea or auto (by extension, then content)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    vehicle: Optional[str] = typer.Option(None, help="name of the track (default: the file name; a CSV vehicle column wins)"),
+    site_file: Optional[Path] = typer.Option(None, "--site", "--config", "-c",
+                                             help="site YAML: take the fleet section's thresholds (defaults otherwise)"),
+) -> None:
+    """Check an exported track: the service's cleaning and segmentation, trips, stops, driven and
+    unobserved distance, and what the cleaning dropped or moved."""
+    if fmt not in ("auto", *FORMATS):
+        raise typer.BadParameter(f"--format {fmt!r}: auto, {', '.join(FORMATS)}")
+    try:
+        params = JobParams()
+        if site_file is not None:
+            from edge.config import load_site
+            params, _ = params_from_config(load_site(site_file).fleet)
+        tracks, rep = read_track(file, fmt, vehicle)
+        now_ns = max(int(dt.datetime.now(dt.timezone.utc).timestamp() * NS), int(tracks.t_ns.max()) + 1)
+        checks = check_track(tracks, now_ns, params.clean, params.trips, params.fleet, SHANGHAI)
+    except EdgeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        doc = {"file": str(file), "format": rep.format, "rows": rep.rows, "skipped": rep.skipped, **as_dict(checks)}
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+    con = Console()
+    con.print(f"[bold]{file}[/bold]: {rep.format}, {rep.rows} rows" + (f", skipped {rep.skipped}" if rep.skipped else ""))
+    for v in checks:
+        odo = f", odometer {v.odometer_km} km ({v.odometer_note}{', DIFFERS from GPS' if v.odometer_mismatch else ''})" \
+            if v.odometer_km is not None else ""
+        con.print(f"\n[bold]{v.vehicle}[/bold]: driven {v.driven_km:.3f} km, unobserved {v.unobserved_km:.3f} km "
+                  f"(straight lines across signal gaps){odo}")
+        con.print(f"cleaning: {v.fixes} fixes, kept {v.kept}, dropped {v.dropped or 'none'}, snapped {v.snapped}")
+        t = Table("start", "end", "km", "min", "max km/h", "mean km/h", "idle min", "by", "odometer km", title="trips")
+        for r in v.trips:
+            odo_s = "" if r.odometer_km is None else f"{r.odometer_km:.1f}" + (" ≠" if r.odometer_mismatch else "")
+            t.add_row(r.start, r.end, f"{r.distance_km:.3f}", f"{r.duration_min:.1f}", f"{r.max_speed_kmh:.1f}",
+                      f"{r.mean_speed_kmh:.1f}", f"{r.idle_min:.1f}", r.method, odo_s)
+        con.print(t)
+        s = Table("start", "end", "min", "lat", "lon", title="stops")
+        for r in v.stops:
+            s.add_row(r.start, r.end, f"{r.duration_min:.1f}", f"{r.lat:.6f}", f"{r.lon:.6f}")
+        con.print(s)
+
+
 @app.callback()
 def _group() -> None:
     """Fleet analytics verbs."""
 
 
 app.command("fleet")(fleet)
+app.command("track")(track)

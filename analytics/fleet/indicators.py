@@ -4,11 +4,16 @@ Definitions (DOMAIN.md "Fleet indicators"):
 
 - ``trips``: trips that *start* in the period (a trip through midnight counts on its first day;
   its hours stay whole with it).
-- ``mileage_km``: haversine sum of the cleaned track's steps with both fixes in the period (a
-  step across a signal gap counts its straight line, a lower bound of the road driven);
-  ``odometer_km``: last − first odometer reading in the period when the terminal's odometer is
-  *trusted* (at least two readings, never decreasing by more than ``odometer_tolerance_km``,
-  never rising faster than ``max_speed_kmh`` allows); both are reported when both exist.
+- ``gps_km`` (driven): haversine sum of the steps *inside trips* that end in the period (a stop's
+  jitter and a dropped short "trip" are not driving); ``unobserved_km``: the straight line across
+  each signal gap longer than ``max_gap_s`` that ends in the period (a lower bound of what the
+  vehicle moved unseen, if it moved under its own power at all), beside the driven figure, never
+  in it; ``odometer_km``: the terminal's odometer over the period (analytics.fleet.odometer:
+  resets and rollovers handled, implausible jumps left out and noted).
+- ``mileage_km``, the headline: by ``mileage_source`` (per vehicle, else the fleet's): ``gps``
+  the driven GPS figure; ``odometer`` the odometer's when it has one; ``auto`` the odometer's
+  when it is trusted and agrees with GPS over the trips (``odometer_mismatch`` false), else GPS.
+  ``mileage_source`` in the output says which one was used.
 - ``driving_h`` / ``idle_h``: of the trips counted (see analytics.fleet.trips for idle).
 - ``utilisation`` (利用率): in-trip time that falls inside working time ÷ working time of the
   period (working hours of working days, holidays and 调休 from the calendar).
@@ -35,9 +40,10 @@ from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from analytics.fleet.geo import Fence, haversine_m
+from analytics.fleet.geo import Fence
+from analytics.fleet.odometer import OdometerParams, differ, odometer_steps, spans
 from analytics.fleet.tracks import NS, Tracks
-from analytics.fleet.trips import Trips
+from analytics.fleet.trips import Segmented, Trips
 from edge.point import Point
 
 NS_PER_DAY = 86_400 * NS
@@ -187,18 +193,30 @@ class VehicleInfo:
     org: str
     in_service: bool = True
     home: Fence | None = None
+    mileage_source: str | None = None  # auto | gps | odometer; None: the fleet's setting
+
+
+def _value(v):
+    return getattr(v, "value", v)
 
 
 def vehicle_infos(vehicles: Iterable, fences: Iterable[Fence]) -> list[VehicleInfo]:
     """From ``edge.config.Vehicle`` models (duck-typed) and compiled fences."""
     by_name = {f.name: f for f in fences}
-    return [VehicleInfo(v.id, v.org, v.in_service, by_name.get(v.home) if v.home else None) for v in vehicles]
+    return [VehicleInfo(v.id, v.org, v.in_service, by_name.get(v.home) if v.home else None,
+                        _value(getattr(v, "mileage_source", None))) for v in vehicles]
+
+
+MILEAGE_SOURCES = ("auto", "gps", "odometer")
 
 
 @dataclass(frozen=True)
 class FleetParams:
     max_speed_kmh: float = 200.0
-    odometer_tolerance_km: float = 0.2
+    odometer_tolerance_km: float = 0.2  # absolute floor of a GPS/odometer difference (0.1 km resolution)
+    odometer_tolerance_pct: float = 5.0  # GPS and odometer differ beyond this share of the larger
+    mileage_source: str = "auto"
+    min_unobserved_m: float = 50.0  # a gap that ends this close to where it began: parked, nothing unseen
     night_check: str = "02:00"  # local time at which a vehicle should be home
     night_lookback_s: float = 24 * 3600.0
     off_hours_grace_s: float = 0.0
@@ -212,9 +230,9 @@ class VehicleIndicators:
     org: str
     in_service: bool
     trips: int
-    mileage_km: float
-    odometer_km: float  # NaN when the odometer is absent or not trusted
-    odometer_note: str  # "trusted", "absent", "too few readings", "decreasing", "implausible jump"
+    mileage_km: float  # the headline, from mileage_source
+    odometer_km: float  # NaN when the terminal reports no odometer (or too few readings)
+    odometer_note: str  # "trusted", "absent", "too few readings", "reset", "rollover", "implausible jump"
     driving_h: float
     idle_h: float
     in_use_h: float
@@ -225,49 +243,30 @@ class VehicleIndicators:
     weekend_trips: int
     holiday_trips: int
     overnight_away: int
+    gps_km: float = 0.0  # driven: steps inside trips
+    unobserved_km: float = 0.0  # straight lines across gaps longer than max_gap_s
+    odometer_trips_km: float = math.nan  # the odometer over the same trips, for the comparison
+    odometer_mismatch: bool = False  # GPS and odometer over the trips differ beyond the tolerance
+    mileage_source: str = "gps"  # which figure mileage_km is
 
     @property
     def dispatched(self) -> bool:
         return self.trips > 0
 
 
-def _odometer(tr: Tracks, in_period: np.ndarray, p: FleetParams) -> tuple[np.ndarray, list[str]]:
-    nv = tr.n_vehicles
-    g = tr.group
-    odo = tr.odometer_km
-    idx = np.flatnonzero(in_period & np.isfinite(odo))
-    gi = g[idx]
-    counts = np.bincount(gi, minlength=nv)
-    out = np.full(nv, np.nan)
-    notes = ["absent"] * nv
-    same = gi[1:] == gi[:-1]
-    d = np.diff(odo[idx])
-    dt_h = np.diff(tr.t_ns[idx]) / NS / 3600.0
-    dec = same & (d < -p.odometer_tolerance_km)
-    jump = same & (d > p.max_speed_kmh * dt_h + 1.0)
-    n_dec = np.bincount(gi[1:][dec], minlength=nv)
-    n_jump = np.bincount(gi[1:][jump], minlength=nv)
-    if len(idx):
-        first = np.full(nv, -1)
-        last = np.full(nv, -1)
-        # first/last reading per vehicle: idx is sorted, so the first occurrence and the last one
-        uniq, pos = np.unique(gi, return_index=True)
-        first[uniq] = idx[pos]
-        uniq_r, pos_r = np.unique(gi[::-1], return_index=True)
-        last[uniq_r] = idx[::-1][pos_r]
-    for k in range(nv):
-        if counts[k] == 0:
-            continue
-        if counts[k] < 2:
-            notes[k] = "too few readings"
-        elif n_dec[k]:
-            notes[k] = "decreasing"
-        elif n_jump[k]:
-            notes[k] = "implausible jump"
-        else:
-            notes[k] = "trusted"
-            out[k] = odo[last[k]] - odo[first[k]]
-    return out, notes
+def odometer_params(p: FleetParams) -> OdometerParams:
+    return OdometerParams(tolerance_pct=p.odometer_tolerance_pct, tolerance_km=p.odometer_tolerance_km,
+                          max_speed_kmh=p.max_speed_kmh)
+
+
+def _choose_source(wanted: str, trusted: bool, mismatch: bool) -> str:
+    if wanted not in MILEAGE_SOURCES:
+        raise ValueError(f"mileage_source {wanted!r}: expected one of {', '.join(MILEAGE_SOURCES)}")
+    if wanted == "gps" or not trusted:
+        return "gps"
+    if wanted == "odometer":
+        return "odometer"
+    return "gps" if mismatch else "odometer"
 
 
 def _overnight_away(tr: Tracks, infos: Sequence[VehicleInfo], start_ns: int, end_ns: int, wt: WorkingTime,
@@ -297,29 +296,55 @@ def _overnight_away(tr: Tracks, infos: Sequence[VehicleInfo], start_ns: int, end
     return out
 
 
-def vehicle_indicators(tracks: Tracks, trips: Trips, infos: Sequence[VehicleInfo], start_ns: int, end_ns: int,
-                       wt: WorkingTime, params: FleetParams = FleetParams()) -> list[VehicleIndicators]:
+def vehicle_indicators(tracks: Tracks, segmented: Segmented, infos: Sequence[VehicleInfo], start_ns: int,
+                       end_ns: int, wt: WorkingTime, params: FleetParams = FleetParams()) -> list[VehicleIndicators]:
     """Indicators of each vehicle over [start_ns, end_ns).
 
-    ``tracks`` are the *cleaned* tracks trips were segmented from, in the order of ``infos``
-    (``tracks.vehicles[k] == infos[k].id``).
+    ``tracks`` are the *cleaned* tracks that ``segmented`` (``analytics.fleet.trips.segment``) was
+    computed from, in the order of ``infos`` (``tracks.vehicles[k] == infos[k].id``).
     """
     p = params
     nv = tracks.n_vehicles
     if tuple(i.id for i in infos) != tracks.vehicles:
         raise ValueError("infos must list the vehicles of tracks, in the same order")
+    trips = segmented.trips
     g = tracks.group
     t = tracks.t_ns
     in_p = (t >= start_ns) & (t < end_ns)
-    step = np.zeros(len(t))
-    if len(t) > 1:
-        step[1:] = haversine_m(tracks.lat[:-1], tracks.lon[:-1], tracks.lat[1:], tracks.lon[1:])
-        step[1:] *= (g[1:] == g[:-1]) & in_p[:-1] & in_p[1:]
-    mileage = np.bincount(g, weights=step, minlength=nv) / 1000.0 if len(t) else np.zeros(nv)
-    odo, notes = _odometer(tracks, in_p, p)
+    n = len(t)
+    step = segmented.step_m
+    driven = np.bincount(g[segmented.trip_step & in_p], weights=step[segmented.trip_step & in_p],
+                         minlength=nv) / 1000.0 if n else np.zeros(nv)
+    unseen = segmented.gap_step & in_p & (step >= p.min_unobserved_m) if n else np.zeros(0, dtype=bool)
+    unobserved = np.bincount(g[unseen], weights=step[unseen], minlength=nv) / 1000.0 if n else np.zeros(nv)
+
+    # the odometer over the period, and over the trips (the like-for-like comparison with GPS)
+    op = odometer_params(p)
+    osteps = odometer_steps(tracks, op)
+    rows = np.flatnonzero(in_p)
+    first = np.full(nv, -1, dtype=np.int64)
+    last = np.full(nv, -1, dtype=np.int64)
+    if len(rows):
+        gr = g[rows]
+        uniq, pos = np.unique(gr, return_index=True)
+        first[uniq] = rows[pos]
+        uniq_r, pos_r = np.unique(gr[::-1], return_index=True)
+        last[uniq_r] = rows[::-1][pos_r]
+    has = first >= 0
+    day = spans(osteps, t, np.where(has, first, 0), np.where(has, last, 0), op)
+    odo = np.where(has, day.km, np.nan)
+    notes = [nt if h else "absent" for nt, h in zip(day.notes(), has)]
+    trusted = has & day.trusted
 
     sel = (trips.start_ns >= start_ns) & (trips.start_ns < end_ns)
     tg = trips.vehicle_idx[sel]
+    trip_odo = spans(osteps, t, trips.first[sel], trips.last[sel], op).km
+    with_odo = ~np.isnan(trip_odo)
+    odo_trips = np.bincount(tg[with_odo], weights=trip_odo[with_odo], minlength=nv)
+    gps_trips = np.bincount(tg[with_odo], weights=trips.distance_m[sel][with_odo] / 1000.0, minlength=nv)
+    n_with = np.bincount(tg[with_odo], minlength=nv)
+    odo_trips = np.where(n_with > 0, odo_trips, np.nan)
+    mismatch = differ(odo_trips, np.where(n_with > 0, gps_trips, np.nan), op)
     flags = trip_flags(trips, wt, p.off_hours_grace_s)
 
     def per(values, mask=None):
@@ -347,11 +372,21 @@ def vehicle_indicators(tracks: Tracks, trips: Trips, infos: Sequence[VehicleInfo
     for k, info in enumerate(infos):
         avail = available if info.in_service else 0.0
         util = work_in_use[k] / avail if avail > 0 else math.nan
+        source = _choose_source(info.mileage_source or p.mileage_source, bool(trusted[k]), bool(mismatch[k]))
+        headline = float(odo[k]) if source == "odometer" else float(driven[k])
         out.append(VehicleIndicators(
-            info.id, info.org, info.in_service, int(n_trips[k]), float(mileage[k]), float(odo[k]), notes[k],
+            info.id, info.org, info.in_service, int(n_trips[k]), headline, float(odo[k]), notes[k],
             float(driving[k]), float(idle[k]), float(in_use[k]), float(work_in_use[k]), avail, float(util),
-            int(off_h[k]), int(wkd[k]), int(hol[k]), int(away[k])))
+            int(off_h[k]), int(wkd[k]), int(hol[k]), int(away[k]), float(driven[k]), float(unobserved[k]),
+            float(odo_trips[k]), bool(mismatch[k]), source))
     return out
+
+
+def trip_odometer(tracks: Tracks, trips: Trips, params: FleetParams = FleetParams()) -> tuple[np.ndarray, np.ndarray]:
+    """Per trip: the odometer's km (NaN without enough readings) and whether it differs from GPS."""
+    op = odometer_params(params)
+    km = spans(odometer_steps(tracks, op), tracks.t_ns, trips.first, trips.last, op).km
+    return km, differ(km, trips.distance_m / 1000.0, op)
 
 
 # --- org tree --------------------------------------------------------------------------------------
@@ -380,6 +415,9 @@ class OrgIndicators:
     weekend_trips: int
     holiday_trips: int
     overnight_away: int
+    gps_km: float = 0.0
+    unobserved_km: float = 0.0
+    odometer_mismatches: int = 0  # vehicles whose odometer and GPS differ over their trips
 
 
 def org_indicators(per_vehicle: Sequence[VehicleIndicators], orgs: Iterable[str] | None = None) -> list[OrgIndicators]:
@@ -406,7 +444,8 @@ def org_indicators(per_vehicle: Sequence[VehicleIndicators], orgs: Iterable[str]
             sum(v.idle_h for v in vs), sum(v.in_use_h for v in vs),
             sum(v.working_in_use_h for v in svc) / avail if avail > 0 else math.nan,
             sum(v.off_hours_trips for v in vs), sum(v.weekend_trips for v in vs),
-            sum(v.holiday_trips for v in vs), sum(v.overnight_away for v in vs)))
+            sum(v.holiday_trips for v in vs), sum(v.overnight_away for v in vs),
+            sum(v.gps_km for v in vs), sum(v.unobserved_km for v in vs), sum(1 for v in vs if v.odometer_mismatch)))
     return out
 
 
@@ -467,8 +506,11 @@ def fleet_indicator_points(per_vehicle: Sequence[VehicleIndicators], per_org: Se
                    "idle_h": float(v.idle_h), "in_use_h": float(v.in_use_h), "available_h": float(v.available_h),
                    "off_hours_trips": v.off_hours_trips, "weekend_trips": v.weekend_trips,
                    "holiday_trips": v.holiday_trips, "overnight_away": v.overnight_away,
-                   "dispatched": v.dispatched, "odometer_note": v.odometer_note}
+                   "dispatched": v.dispatched, "odometer_note": v.odometer_note,
+                   "gps_km": float(v.gps_km), "unobserved_km": float(v.unobserved_km),
+                   "mileage_source": v.mileage_source, "odometer_mismatch": bool(v.odometer_mismatch)}
         _num(f, "odometer_km", v.odometer_km)
+        _num(f, "odometer_trips_km", v.odometer_trips_km)
         _num(f, "utilisation", v.utilisation)
         if under:
             f["under_used"] = v.vehicle in flagged
@@ -480,7 +522,9 @@ def fleet_indicator_points(per_vehicle: Sequence[VehicleIndicators], per_org: Se
              "idle_h": float(o.idle_h), "in_use_h": float(o.in_use_h), "vehicles_in_service": o.vehicles_in_service,
              "vehicles_dispatched": o.vehicles_dispatched, "off_hours_trips": o.off_hours_trips,
              "weekend_trips": o.weekend_trips, "holiday_trips": o.holiday_trips,
-             "overnight_away": o.overnight_away, "odometer_vehicles": o.odometer_vehicles}
+             "overnight_away": o.overnight_away, "odometer_vehicles": o.odometer_vehicles,
+             "gps_km": float(o.gps_km), "unobserved_km": float(o.unobserved_km),
+             "odometer_mismatches": o.odometer_mismatches}
         if o.odometer_vehicles:
             f["odometer_km"] = float(o.odometer_km)
         _num(f, "utilisation", o.utilisation)
@@ -493,9 +537,12 @@ def fleet_indicator_points(per_vehicle: Sequence[VehicleIndicators], per_org: Se
     return pts
 
 
-def trip_points(trips: Trips, orgs: Mapping[str, str], wt: WorkingTime, off_hours_grace_s: float = 0.0) -> list[Point]:
-    """``trip`` Points: tags vehicle, org; time = trip start (ns UTC). ``provisional_calendar``: the
-    trip's off-hours / weekend / holiday flags come from a provisional year's calendar."""
+def trip_points(trips: Trips, orgs: Mapping[str, str], wt: WorkingTime, off_hours_grace_s: float = 0.0,
+                odometer: tuple[np.ndarray, np.ndarray] | None = None) -> list[Point]:
+    """``trip`` Points: tags vehicle, org; time = trip start (ns UTC). ``odometer``: per trip the
+    odometer's km and whether it differs from GPS (``trip_odometer``); left out where absent.
+    ``provisional_calendar``: the trip's off-hours / weekend / holiday flags come from a provisional
+    year's calendar."""
     flags = trip_flags(trips, wt, off_hours_grace_s)
     pts = []
     for i, tr in enumerate(trips.rows()):
@@ -506,6 +553,9 @@ def trip_points(trips: Trips, orgs: Mapping[str, str], wt: WorkingTime, off_hour
              "off_hours": bool(flags.off_hours[i]), "holiday": bool(flags.holiday[i]),
              "weekend": bool(flags.weekend[i]), "method": "acc" if tr.by_acc else "distance",
              "provisional_calendar": wt.is_provisional(wt.local_day(tr.start_ns))}
+        if odometer is not None and not math.isnan(odometer[0][i]):
+            f["odometer_km"] = float(odometer[0][i])
+            f["odometer_mismatch"] = bool(odometer[1][i])
         pts.append(Point("trip", {"vehicle": tr.vehicle, "org": orgs.get(tr.vehicle, "")}, f, int(tr.start_ns)))
     return pts
 

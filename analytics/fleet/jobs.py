@@ -28,6 +28,7 @@ from analytics.fleet.indicators import (
     WorkingTime,
     fleet_indicator_points,
     org_indicators,
+    trip_odometer,
     trip_points,
     under_used,
     vehicle_indicators,
@@ -106,13 +107,14 @@ def compute_fleet(source: PositionSource, infos: Sequence[VehicleInfo], start_ns
     tracks = Tracks.concat([source.fetch_positions(v.id, start_ns - m, end_ns + m) for v in infos])
     cleaned = clean(tracks, now_ns, params.clean)
     seg = segment(cleaned.tracks, params.trips)
-    per_v = vehicle_indicators(cleaned.tracks, seg.trips, infos, start_ns, end_ns, wt, params.fleet)
+    per_v = vehicle_indicators(cleaned.tracks, seg, infos, start_ns, end_ns, wt, params.fleet)
     per_o = org_indicators(per_v)
     sel = (seg.trips.start_ns >= start_ns) & (seg.trips.start_ns < end_ns)
     trips = _subset(seg.trips, sel)
     orgs = {v.id: v.org for v in infos}
+    odo = trip_odometer(cleaned.tracks, trips, params.fleet)
     points = (fleet_indicator_points(per_v, per_o, period, start_ns, provisional_calendar=wt.provisional_between(start_ns, end_ns))
-              + trip_points(trips, orgs, wt))
+              + trip_points(trips, orgs, wt, odometer=odo))
     report = JobReport(len(tracks), cleaned.dropped_total(), int(seg.trips.dropped_short.sum()))
     return FleetResult(per_v, per_o, trips, points), report
 
@@ -269,7 +271,8 @@ def params_from_config(fleet_cfg) -> tuple[JobParams, "AlertRules"]:
 
 
     def build(cls, extra=None):
-        kw = {f.name: getattr(fleet_cfg, f.name) for f in dc_fields(cls) if getattr(fleet_cfg, f.name, None) is not None}
+        kw = {f.name: getattr(getattr(fleet_cfg, f.name), "value", getattr(fleet_cfg, f.name))
+              for f in dc_fields(cls) if getattr(fleet_cfg, f.name, None) is not None}
         kw.update(extra or {})
         return cls(**kw)
 
@@ -288,14 +291,12 @@ async def run_fleet_chunked(query, infos: Sequence[VehicleInfo], start_ns: int, 
     m = int(params.margin_s * NS)
     per_vehicle = []
     trips: list[Point] = []
-    orgs = {v.id: v.org for v in infos}
     for i in range(0, len(infos), chunk):
         part = list(infos[i:i + chunk])
         source = await load_positions(query, [v.id for v in part], start_ns - m, end_ns + m)
         res, _ = await asyncio.to_thread(compute_fleet, source, part, start_ns, end_ns, wt, now_ns, period, params)
         per_vehicle.extend(res.vehicles)
-        if res.trips is not None:
-            trips.extend(trip_points(res.trips, orgs, wt))
+        trips.extend(p for p in res.points if p.measurement == "trip")
         del source, res
     return fleet_indicator_points(per_vehicle, org_indicators(per_vehicle), period, start_ns,
                                   provisional_calendar=wt.provisional_between(start_ns, end_ns)) + trips

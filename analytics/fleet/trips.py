@@ -15,10 +15,12 @@ Two ways to find where a vehicle stopped (DOMAIN.md "trip"):
 Either way a gap between fixes longer than ``max_gap_s`` ends a trip (the vehicle may have moved
 unseen; the gap's straight line is not put into any trip). A trip runs from the last fix of one
 stop (departure) to the first fix of the next (arrival); trips shorter than ``min_trip_m`` or
-``min_trip_s`` are dropped and counted.
+``min_trip_s``, or that never get further than ``min_trip_extent_m`` from where they began (a drift
+cloud at a stop that outgrew the stop radius), are dropped and counted.
 
 Per trip: start/end time and place, distance (haversine sum over its steps), duration, max speed
-(reported speed where the terminal sends it, else step speed), mean speed (distance ÷ duration),
+(the cleaned speed: reported where the terminal sends it, else derived from positions over
+``speed_window_s``; never above ``max_speed_kmh``), mean speed (distance ÷ duration),
 idle time (standing still, speed <= ``idle_speed_kmh``, for at least ``min_idle_s`` in one go: a
 traffic light is driving, a wait with the engine running is idle) and driving time (the rest).
 """
@@ -31,7 +33,7 @@ from enum import Enum
 import numpy as np
 
 from analytics.fleet.geo import haversine_m, near_m
-from analytics.fleet.tracks import NS, Tracks
+from analytics.fleet.tracks import NS, Tracks, time_key, window_edges
 
 
 class Method(str, Enum):
@@ -47,11 +49,14 @@ class TripParams:
     max_gap_s: float = 3600.0
     min_trip_m: float = 300.0
     min_trip_s: float = 60.0
+    min_trip_extent_m: float = 300.0  # a "trip" that never gets further than this from where it began is drift at a stop
     idle_speed_kmh: float = 3.0
     min_idle_s: float = 120.0
     stop_core_m: float = 50.0  # a distance stop's ends are trimmed to fixes this close to its place
     method: Method = Method.auto
     acc_min_coverage: float = 0.9
+    max_speed_kmh: float = 200.0  # no speed above this is reported (the cleaning's limit)
+    speed_window_s: float = 30.0  # a speed derived from positions is taken over this window, not one step
 
 
 @dataclass(frozen=True)
@@ -117,11 +122,44 @@ class Trips:
 
 @dataclass(frozen=True, eq=False)
 class Segmented:
+    """Trips and stops, and per-row arrays for mileage: row ``i`` describes the step from fix
+    ``i - 1`` to fix ``i`` (row 0 of each vehicle has no step)."""
+
     trips: Trips
     stop_first: np.ndarray  # fix rows of each stop (real stops, not gaps)
     stop_last: np.ndarray
     stop_vehicle: np.ndarray
     by_acc: np.ndarray  # bool[n_vehicles]: which vehicles were segmented on ACC
+    step_m: np.ndarray = None  # haversine length of each step (m)
+    trip_step: np.ndarray = None  # bool: the step lies in a kept trip (driven mileage)
+    gap_step: np.ndarray = None  # bool: the step crosses a gap longer than max_gap_s (unobserved)
+    speed_kmh: np.ndarray = None  # cleaned speed per fix: reported, else derived over speed_window_s
+
+
+def derived_speed_kmh(tr: Tracks, step_m: np.ndarray, breaks: np.ndarray, window_s: float) -> np.ndarray:
+    """Speed at each fix from positions over a window of ``window_s`` (at least one step each side
+    where there is one), never across a break (``breaks[i]``: no step into row i). A timestamp off
+    by a second at 1 Hz moves one step's speed by 100 %, the window's by a few percent."""
+    n = len(tr)
+    if n == 0:
+        return np.zeros(0)
+    g = tr.group
+    seg = np.cumsum(breaks)
+    seg_first = np.flatnonzero(np.concatenate([[True], seg[1:] != seg[:-1]]))
+    seg_last = np.concatenate([seg_first[1:] - 1, [n - 1]])
+    sid = seg - seg[0]
+    key = time_key(tr.t_ns, g)
+    lo, hi = window_edges(key, tr.offsets, g, window_s / 2, window_s / 2)
+    ar = np.arange(n)
+    lo = np.minimum(lo, np.maximum(ar - 1, 0))
+    hi = np.maximum(hi, np.minimum(ar + 1, n - 1))
+    lo = np.maximum(lo, seg_first[sid])
+    hi = np.minimum(hi, seg_last[sid])
+    cs = np.cumsum(np.where(breaks, 0.0, step_m))
+    dt = (tr.t_ns[hi] - tr.t_ns[lo]) / NS
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.where(dt > 0, (cs[hi] - cs[lo]) / dt * 3.6, 0.0)
+    return v
 
 
 # --- stops ---------------------------------------------------------------------------------------
@@ -297,16 +335,24 @@ def segment(tr: Tracks, params: TripParams = TripParams()) -> Segmented:
     # per-step values (step i goes from fix i-1 to fix i)
     step_d = np.zeros(n)
     step_dt = np.zeros(n)
+    first_of_group = tr.offsets[:-1][nonempty]
     if n > 1:
         step_d[1:] = haversine_m(tr.lat[:-1], tr.lon[:-1], tr.lat[1:], tr.lon[1:])
         step_dt[1:] = np.diff(t) / NS
-        first_of_group = tr.offsets[:-1][nonempty]
         step_d[first_of_group] = 0.0
         step_dt[first_of_group] = 0.0
+    gap_step = np.zeros(n, dtype=bool)
+    gap_step[gaps] = True
     cs_d = np.cumsum(step_d)
     dist = cs_d[b] - cs_d[a]
     dur = (t[b] - t[a]) / NS
     ok = (dist >= p.min_trip_m) & (dur >= p.min_trip_s)
+    if len(a) and p.min_trip_extent_m > 0:
+        rows, kk = _ranges(a, b + 1)
+        far = near_m(tr.lat[a][kk], tr.lon[a][kk], tr.lat[rows], tr.lon[rows])
+        lens = b + 1 - a
+        extent = np.maximum.reduceat(far, np.concatenate([[0], np.cumsum(lens)[:-1]])) if len(rows) else far
+        ok &= extent > p.min_trip_extent_m
     trip_g = g[a] if len(a) else np.empty(0, np.int64)
     dropped = np.bincount(trip_g[~ok], minlength=nv).astype(np.int64)
     a, b, dist, dur, trip_g = a[ok], b[ok], dist[ok], dur[ok], trip_g[ok]
@@ -316,20 +362,24 @@ def segment(tr: Tracks, params: TripParams = TripParams()) -> Segmented:
         step_v = np.where(step_dt > 0, step_d / step_dt * 3.6, 0.0)
     rep = tr.speed_kmh
     prev_rep = np.concatenate([[np.nan], rep[:-1]]) if n else rep
-    both = ~np.isnan(rep) & ~np.isnan(prev_rep)
-    step_speed = np.where(both, np.fmax(rep, prev_rep), step_v)
+    breaks = gap_step.copy()
+    breaks[first_of_group] = True
+    derived = derived_speed_kmh(tr, step_d, breaks, p.speed_window_s)
+    fix_speed = np.minimum(np.where(np.isnan(rep), derived, rep), p.max_speed_kmh)
     with np.errstate(invalid="ignore"):
         still = (step_v <= p.idle_speed_kmh) & ~(rep > p.idle_speed_kmh) & ~(prev_rep > p.idle_speed_kmh)
 
     max_speed = np.zeros(nt)
     idle = np.zeros(nt)
+    trip_step = np.zeros(n, dtype=bool)
     if nt:
-        # max over steps a+1..b: reduceat on interleaved [a+1, b+1) bounds, keep even results
-        bounds = np.column_stack([a + 1, b + 1]).ravel()
-        vals = np.concatenate([step_speed, [np.nan]])
+        # max over fixes a..b: reduceat on interleaved [a, b+1) bounds, keep even results
+        bounds = np.column_stack([a, b + 1]).ravel()
+        vals = np.concatenate([fix_speed, [np.nan]])
         max_speed = np.fmax.reduceat(vals, bounds)[::2]
         max_speed = np.where(np.isnan(max_speed), 0.0, max_speed)
         steps, k = _ranges(a + 1, b + 1)
+        trip_step[steps] = True
         st = still[steps]
         # runs of standing still inside one trip; a run lasting min_idle_s or more is idle
         key = k * 2 + st
@@ -344,4 +394,5 @@ def segment(tr: Tracks, params: TripParams = TripParams()) -> Segmented:
 
     trips = Trips(tr.vehicles, trip_g, a, b, t[a], t[b], tr.lat[a], tr.lon[a], tr.lat[b], tr.lon[b], dist,
                   dur, max_speed, mean_speed, dur - idle, idle, use_acc[trip_g], dropped)
-    return Segmented(trips, stop_first, stop_last, g[stop_first] if len(stop_first) else stop_first, use_acc)
+    return Segmented(trips, stop_first, stop_last, g[stop_first] if len(stop_first) else stop_first, use_acc,
+                     step_d, trip_step, gap_step, fix_speed)

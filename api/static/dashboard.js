@@ -271,6 +271,13 @@ async function loadFleet() {
     tb.append(el("tr", {}, el("td", {}, hhmm(t.time)), el("td", {}, t.tags.vehicle || ""),
       el("td", {}, fmt(v.distance_km, 1)), el("td", {}, fmt(v.duration_s != null ? v.duration_s / 60 : null, 0))));
   }
+  // today's mileage at the top org in scope: driven (in trips) and unobserved (straight lines across
+  // signal gaps), never added together
+  const ind = await pages(`/v1/indicators/fleet?scope=org&period=day&from=${today}`).catch(() => []);
+  const top = ind.filter((i) => i.values).sort((a, b) => a.id.split("/").length - b.id.split("/").length)[0];
+  $("#mileage").textContent = top
+    ? `driven ${fmt(top.values.gps_km ?? top.values.mileage_km, 1)} km · unobserved ${fmt(top.values.unobserved_km, 1)} km`
+    : "driven — km · unobserved — km";
   $("#alerts").replaceChildren();
   for (const a of alerts) addAlert(a, false);
   $("#map-mode").textContent = state.site.tile_url ? "map tiles: " + state.site.tile_url : "plain coordinate canvas (WGS-84)";

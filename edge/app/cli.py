@@ -133,8 +133,9 @@ def _mount() -> None:
     analytics.command("baseline")(baseline_cmd)
     from simulators.testbench_cli import app as testbench_app
     app.add_typer(testbench_app, name="testbench", help="Test bench: scenarios with chaos, accounting, scale-out and soak.")
-    from analytics.fleet.cli import fleet as fleet_cmd
+    from analytics.fleet.cli import fleet as fleet_cmd, track as track_cmd
     analytics.command("fleet")(fleet_cmd)
+    analytics.command("track")(track_cmd)
 
 
 _mount()

@@ -32,7 +32,7 @@ ORG_C = "330000/330100/330108/inst-007"
 def run(tracks, infos, start_ns, end_ns, wt, **kw):
     c = clean(tracks, now_ns=int(tracks.t_ns.max()) + 1)
     seg = segment(c.tracks, TripParams())
-    return vehicle_indicators(c.tracks, seg.trips, infos, start_ns, end_ns, wt, **kw), seg.trips
+    return vehicle_indicators(c.tracks, seg, infos, start_ns, end_ns, wt, **kw), seg.trips
 
 
 def test_calendar_facts_the_tests_rely_on():
@@ -115,12 +115,17 @@ def test_odometer_trusted_reported_beside_haversine_and_untrusted_left_out(build
     assert v.odometer_km == pytest.approx(36.0, abs=0.01)
     assert v.mileage_km == pytest.approx(36.0, rel=0.01)
     odo = tr.odometer_km.copy()
-    odo[200] = 0.0  # a counter reset mid-day
+    odo[200] = 0.0  # one reading of 0 between good ones: a glitch, left out and noted
     bad = Tracks.single("v", tr.t_ns, tr.lat, tr.lon, tr.speed_kmh, tr.acc, odo)
     (w,), _ = run(bad, [VehicleInfo("v", ORG_A)], at("2025-10-14 00:00"), at("2025-10-15 00:00"), cn_working)
-    assert w.odometer_note == "decreasing" and math.isnan(w.odometer_km)
+    assert w.odometer_note == "glitch" and w.odometer_km == pytest.approx(36.0, abs=0.01)
+    odo = tr.odometer_km.copy()
+    odo[200:] += 500.0  # a jump no car can drive: left out, the odometer not trusted, GPS is the headline
+    bad = Tracks.single("v", tr.t_ns, tr.lat, tr.lon, tr.speed_kmh, tr.acc, odo)
+    (w,), _ = run(bad, [VehicleInfo("v", ORG_A)], at("2025-10-14 00:00"), at("2025-10-15 00:00"), cn_working)
+    assert w.odometer_note == "implausible jump" and w.mileage_source == "gps"
     (p,) = fleet_indicator_points([w], [], "day", at("2025-10-14 00:00"))
-    assert "odometer_km" not in p.fields and p.fields["mileage_km"] == pytest.approx(36.0, rel=0.01)
+    assert p.fields["mileage_km"] == pytest.approx(36.0, rel=0.01) and p.fields["mileage_source"] == "gps"
 
 
 def test_overnight_away_from_home_fence(builder, at, cn_working):

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from analytics.fleet.tracks import NS, Tracks, clean
 from analytics.fleet.trips import Method, TripParams, segment
 
+T0 = 1_760_000_000 * NS
+
 
 @st.composite
 def fleets(draw):
@@ -17,12 +19,12 @@ def fleets(draw):
         n = draw(st.integers(0, 60))
         seed = draw(st.integers(0, 2**32 - 1))
         rng = np.random.default_rng(seed)
-        t = np.cumsum(rng.choice([0, 1, 5, 10, 30, 600, 5000], n)).astype(np.int64) * NS
+        t = T0 + np.cumsum(rng.choice([0, 1, 5, 10, 30, 600, 5000], n)).astype(np.int64) * NS
         rng.shuffle(t[: n // 5])
         walk = rng.choice([0.0, 1e-5, 1e-3, 0.5], n)
         lat = 30 + np.cumsum(walk * rng.normal(size=n))
         lon = 120 + np.cumsum(walk * rng.normal(size=n))
-        lat[rng.random(n) < 0.05] = np.nan
+        lat[rng.random(n) < 0.05] = 91.0  # out of range: an invalid fix, counted
         lon[rng.random(n) < 0.05] = 0.0
         spd = np.where(rng.random(n) < 0.3, np.nan, rng.uniform(0, 250, n))
         acc = rng.choice([-1, 0, 1], n).astype(np.int8) if draw(st.booleans()) else None
