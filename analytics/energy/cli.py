@@ -14,16 +14,20 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 import typer
 
 from analytics.energy.factors import CARRIER_FIELD, FactorSet
-from analytics.energy.jobs import ArraySource, CounterSource, buildings_from_site, compute_energy_from_query, compute_energy_range, meters_from_site
 from analytics.workcal import WorkCalendar, provisional_notice
 from edge.errors import ConfigError, EdgeError
 from edge.point import to_lines
+
+# analytics.energy.jobs (and through it scipy, for baselines) is imported when a verb runs, not when the
+# CLI starts: it would cost `edge --help` most of a second.
+if TYPE_CHECKING:
+    from analytics.energy.jobs import ArraySource, CounterSource
 
 app = typer.Typer(help="Energy analytics: consumption, kgce, CO2, peaks, baselines.", no_args_is_help=True)
 
@@ -40,6 +44,7 @@ def use_query_factory(factory: Callable[[object], object] | None) -> None:
 
 def read_readings_csv(path: str | Path, site) -> ArraySource:
     """CSV ``meter,time_ns,value`` → ArraySource keyed by each meter's carrier counter field."""
+    from analytics.energy.jobs import ArraySource
     field_of = {m.id: CARRIER_FIELD[m.carrier.value][0] for m in site.meters}
     rows: dict[str, list[tuple[int, float]]] = {}
     with open(path, newline="", encoding="utf-8") as f:
@@ -62,6 +67,7 @@ def read_readings_csv(path: str | Path, site) -> ArraySource:
 
 def run_energy(source: CounterSource, site, first: dt.date, last: dt.date) -> list[str]:
     """Compute the range and return line-protocol lines of the indicator Points."""
+    from analytics.energy.jobs import buildings_from_site, compute_energy_range, meters_from_site
     a = site.analytics
     report = compute_energy_range(source, meters_from_site(site), first, last, WorkCalendar.from_config(a),
                                   FactorSet().with_grid_factor(a.grid_kgco2_per_kwh),
@@ -71,6 +77,7 @@ def run_energy(source: CounterSource, site, first: dt.date, last: dt.date) -> li
 
 async def run_energy_query(query, site, first: dt.date, last: dt.date) -> list[str]:
     """The same through the query layer (``edge.query.Query``)."""
+    from analytics.energy.jobs import buildings_from_site, compute_energy_from_query, meters_from_site
     a = site.analytics
     report = await compute_energy_from_query(query, meters_from_site(site), first, last,
                                              WorkCalendar.from_config(a),
