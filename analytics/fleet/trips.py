@@ -10,7 +10,10 @@ Two ways to find where a vehicle stopped (DOMAIN.md "trip"):
   least ``min_stop_s``, measured from the anchor to the last fix still inside the radius (the
   time the vehicle was *seen* staying). This is the sliding-window staypoint rule of Li et al.
   (2008), as in trackintel's ``generate_staypoints(method="sliding")``; see docs/fleet.md for
-  how the two differ in detail.
+  how the two differ in detail. Stays that together lie within the radius of their place (the
+  median of their fixes: a drift cloud cut up by the anchors) are joined; each is trimmed to the
+  fixes within ``stop_core_m`` of its place, and is a stop only if the vehicle was seen there for
+  ``min_stop_s`` (a bus crawling through the radius in a jam is driving).
 
 Either way a gap between fixes longer than ``max_gap_s`` ends a trip (the vehicle may have moved
 unseen; the gap's straight line is not put into any trip). A trip runs from the last fix of one
@@ -221,24 +224,84 @@ def _distance_stops(t, lat, lon, g, p: TripParams) -> tuple[np.ndarray, np.ndarr
     return np.asarray(firsts, np.int64), np.asarray(lasts, np.int64)
 
 
-def _trim_stops(S, E, lat, lon, core_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """Move each stop's first/last fix to the first/last fix within ``core_m`` of its place.
+def _trim_stops(S, E, t, lat, lon, p: TripParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trim each stay to the vehicle's dwell at its place; returns (first, last, is_stop).
 
-    The radius rule lets a stop begin at the first fix inside ``stop_radius_m``, up to 200 m before
-    the vehicle actually halts (and end as late after it starts off). Trimming to the stop's place
-    (its middle fix) gives those approach and departure metres back to the trips.
+    The place is the median of the stay's fixes (a drift cloud's centre; one wild fix does not
+    move it). The radius rule lets a stay begin at the first fix inside ``stop_radius_m``, up to
+    200 m before the vehicle halts, and end as late after it starts off: the stay's first and
+    last fix move to the first and last fix within ``stop_core_m`` of the place, so the approach
+    and departure metres belong to the trips, unless the part cut off lasted ``min_stop_s`` or
+    more (a dwell elsewhere inside the radius, not an approach). A stay is a stop when the
+    vehicle was then at its place for ``min_stop_s``: from the fix before its first core fix to
+    the fix after its last, within the stay (it had not left before it was seen again inside the
+    radius). Slow driving through the radius, a bus crawling in a jam, passes the core faster
+    than that (100 m in 3 min is 2 km/h) and is no stop.
     """
     if len(S) == 0:
-        return S, E
-    mid = (S + E) // 2
+        return S, E, np.zeros(0, dtype=bool)
     rows, k = _ranges(S, E + 1)
-    core = near_m(lat[mid][k], lon[mid][k], lat[rows], lon[rows]) <= core_m
-    big = np.iinfo(np.int64).max
-    first = np.full(len(S), big)
-    last = np.full(len(S), -1)
-    np.minimum.at(first, k[core], rows[core])
-    np.maximum.at(last, k[core], rows[core])
-    return first, last
+    clat, clon = _group_medians(lat[rows], lon[rows], k, len(S))
+    d = near_m(clat[k], clon[k], lat[rows], lon[rows])
+    at = np.concatenate([[0], np.cumsum(E + 1 - S)[:-1]])  # where each stay's rows begin
+    nearest = np.minimum.reduceat(d, at)
+    core = d <= np.maximum(p.stop_core_m, nearest[k])  # never empty: a ring of drift keeps its nearest fix
+    first = np.minimum.reduceat(np.where(core, rows, np.iinfo(np.int64).max), at)
+    last = np.maximum.reduceat(np.where(core, rows, -1), at)
+    T = int(round(p.min_stop_s * NS))
+    first = np.where(t[np.maximum(first - 1, S)] - t[S] < T, first, S)
+    last = np.where(t[E] - t[np.minimum(last + 1, E)] < T, last, E)
+    dwell = t[np.minimum(last + 1, E)] - t[np.maximum(first - 1, S)]
+    return first, last, dwell >= T
+
+
+def _merge_stays(S, E, lat, lon, g, radius_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Join consecutive stays whose fixes, and those between them, all lie within ``radius_m`` of
+    their joint place (the median): the sliding window measures from an anchor, so a drift cloud
+    up to ``radius_m`` around one spot comes out as several stays (an anchor at the cloud's edge
+    sees the far side 2 x radius away); around its centre it is one."""
+    if len(S) < 2:
+        return S, E
+    # necessary: any two fixes of a joint stay are within 2 x radius (a loop per candidate only)
+    cand = (g[S[1:]] == g[E[:-1]]) & (near_m(lat[E[:-1]], lon[E[:-1]], lat[S[1:]], lon[S[1:]]) <= 2 * radius_m)
+    if not cand.any():
+        return S, E
+    out_s, out_e = [int(S[0])], [int(E[0])]
+    for i in range(1, len(S)):
+        if cand[i - 1]:
+            a, b = out_s[-1], int(E[i]) + 1
+            c_lat, c_lon = np.median(lat[a:b]), np.median(lon[a:b])
+            if near_m(c_lat, c_lon, lat[a:b], lon[a:b]).max() <= radius_m:
+                out_e[-1] = b - 1
+                continue
+        out_s.append(int(S[i]))
+        out_e.append(int(E[i]))
+    return np.asarray(out_s, np.int64), np.asarray(out_e, np.int64)
+
+
+def _group_medians(lat: np.ndarray, lon: np.ndarray, k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Median latitude and longitude per group ``k`` (0..n-1, sorted, every group non-empty).
+
+    Exact, on runs of repeated positions weighted by their length (a parked vehicle's snapped
+    fixes are one run), with one argsort on value + group offset (groups never interleave)."""
+    m = len(k)
+    new = np.ones(m, dtype=bool)
+    new[1:] = (lat[1:] != lat[:-1]) | (lon[1:] != lon[:-1]) | (k[1:] != k[:-1])
+    rf = np.flatnonzero(new)
+    w = np.diff(np.concatenate([rf, [m]]))
+    kr = k[rf]
+    total = np.bincount(kr, weights=w, minlength=n).astype(np.int64)
+    base = np.concatenate([[0], np.cumsum(total)[:-1]])
+    out = []
+    for vals in (lat[rf], lon[rf]):
+        lo_v = vals.min()
+        order = np.argsort((vals - lo_v) + kr * (float(vals.max() - lo_v) + 1.0))
+        cw = np.cumsum(w[order])
+        sv = vals[order]
+        lower = sv[np.searchsorted(cw, base + (total - 1) // 2 + 1)]
+        upper = sv[np.searchsorted(cw, base + total // 2 + 1)]
+        out.append(0.5 * (lower + upper))
+    return out[0], out[1]
 
 
 def _acc_stops(t, acc, g, p: TripParams) -> tuple[np.ndarray, np.ndarray]:
@@ -304,7 +367,9 @@ def segment(tr: Tracks, params: TripParams = TripParams()) -> Segmented:
             s, e = _acc_stops(t[sub], tr.acc[sub], g[sub], p)
         else:
             s, e = _distance_stops(t[sub], tr.lat[sub], tr.lon[sub], g[sub], p)
-            s, e = _trim_stops(s, e, tr.lat[sub], tr.lon[sub], p.stop_core_m)
+            s, e = _merge_stays(s, e, tr.lat[sub], tr.lon[sub], g[sub], p.stop_radius_m)
+            s, e, dwell = _trim_stops(s, e, t[sub], tr.lat[sub], tr.lon[sub], p)
+            s, e = s[dwell], e[dwell]
         parts_s.append(sub[s])
         parts_e.append(sub[e])
     S = np.sort(np.concatenate(parts_s)) if parts_s else np.empty(0, np.int64)

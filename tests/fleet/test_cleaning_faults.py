@@ -162,6 +162,71 @@ def test_drift_cloud_of_150_m_at_a_stop_is_a_stop_and_no_mileage():
     assert cloud_path > 2.0  # the cloud alone walks kilometres
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_drift_cloud_at_a_stop_adds_nothing_to_the_approach_or_departure(seed):
+    # a 30 min stop whose fixes drift up to 150 m, against the same drive with the parked fixes on
+    # the spot; before: the sliding window split the cloud into stays, each trimmed around one
+    # drifting fix, and the trips took up to 1.1 km of drift (seed 0: +169 m in, +1,147 m out)
+    a = drive(40, 600, 10)
+    spot = (a[1][-1], 0.0)
+    trips = {}
+    for cloud_m in (150.0, 0.0):
+        stop = park(1800, 10, spot, 600, cloud_m=cloud_m, seed=seed)
+        b = drive(40, 600, 10, heading_deg=0, start=spot, t_start=2410)
+        t, x, y = cat(park(600, 10, (0, 0), -600), a, stop, b, park(600, 10, (b[1][-1], b[2][-1]), b[0][-1]))
+        res, _ = fleet(to_tracks(t, x, y))
+        trips[cloud_m] = res.trips.rows()
+    drifting, still = trips[150.0], trips[0.0]
+    assert len(drifting) == len(still) == 2
+    for d, s in zip(drifting, still):
+        assert d.distance_m == pytest.approx(s.distance_m, abs=5.0)
+        assert d.distance_m == pytest.approx(40 / 3.6 * 600, rel=1e-3)
+    assert drifting[0].end_ns == T0 + 600 * NS  # arrived at the spot
+    assert drifting[1].start_ns == T0 + 2410 * NS  # left it
+
+
+@pytest.mark.parametrize("speed_reported", [False, True])
+def test_bus_crawling_at_walking_pace_in_a_jam_is_driven_not_a_stop(speed_reported):
+    # 5 min at 40 km/h, 8 min crawling at 4 km/h (533 m, 3 m GPS noise: under 200 m in 3 min), 5 min
+    # at 40 km/h; before: the crawl was taken for a stop, the drive split in two, 0.3 km missing
+    a = drive(40, 300, 10)
+    x0 = a[1][-1]
+    crawl = drive(4, 480, 10, start=(x0, 0.0), t_start=310, noise_m=3.0, seed=5)
+    x1 = x0 + 4 / 3.6 * 480
+    b = drive(40, 300, 10, start=(x1, 0.0), t_start=800)
+    t, x, y = cat(park(600, 10, (0, 0), -600), a, crawl, b, park(600, 10, (b[1][-1], 0.0), b[0][-1]))
+    speed = None
+    if speed_reported:
+        speed = np.concatenate([np.zeros(60), np.full(len(a[0]), 40.0), np.full(len(crawl[0]), 4.0),
+                                np.full(len(b[0]), 40.0), np.zeros(60)])
+    res, _ = fleet(to_tracks(t, x, y, speed=speed))
+    trip = only_trip(res)
+    true_m = 2 * 40 / 3.6 * 300 + 4 / 3.6 * 480  # 7.2 km (the noise lengthens the crawl's path by ~0.5 %)
+    assert trip.distance_m == pytest.approx(true_m, rel=0.01)
+    assert res.vehicles[0].mileage_km == pytest.approx(true_m / 1000, rel=0.01)
+
+
+def test_second_dwell_inside_the_stop_radius_is_part_of_the_stop_not_the_approach():
+    # parked 20 min at A, moved 150 m to B, parked 20 min: one stay of the 200 m radius; before, the
+    # stop was trimmed around its middle fix (at B) and the 20 min at A became the end of the trip
+    a = drive(40, 600, 10)
+    spot_a = (a[1][-1], 0.0)
+    at_a = park(1200, 10, spot_a, 600)
+    move = drive(5, 108, 10, heading_deg=0, start=spot_a, t_start=1810)
+    spot_b = (spot_a[0], move[2][-1])
+    at_b = park(1200, 10, spot_b, move[0][-1])
+    b = drive(40, 600, 10, heading_deg=0, start=spot_b, t_start=at_b[0][-1] + 10)
+    t, x, y = cat(park(600, 10, (0, 0), -600), a, at_a, move, at_b, b,
+                  park(600, 10, (b[1][-1], b[2][-1]), b[0][-1]))
+    res, _ = fleet(to_tracks(t, x, y))
+    first, second = res.trips.rows()
+    assert abs(first.end_ns - (T0 + 600 * NS)) <= 10 * NS  # arrival at A
+    assert abs(second.start_ns - (T0 + int(at_b[0][-1]) * NS)) <= 10 * NS  # departure from B
+    # the stop keeps its radius start there: at most the approach inside the radius is not counted
+    for trip in (first, second):
+        assert 40 / 3.6 * 600 - 200 <= trip.distance_m <= 40 / 3.6 * 600 + 1
+
+
 # --- gaps ----------------------------------------------------------------------------------------
 
 

@@ -2,8 +2,8 @@
 plausible top speeds, and the issue's faults injected into them with the clean track as reference.
 
 The evaluation lives in bench/fleet.py (it also produces the bench figures); here it is held to
-the issue's goals: cars within 2 % of the hand-reviewed reference, no car trip above 150 km/h,
-injected outlier runs, cold starts and parked jitter kept out of mileage.
+the issue's goals: every ride within 2 % of the hand-reviewed reference, no car trip above
+150 km/h, at least 99 % of every kind of injected fault kept out of mileage.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ def test_car_rides_are_within_2_pct_of_the_careful_reference(rides):
         assert abs(r["error_pct"]) <= 2.0, r
 
 
-def test_bus_rides_stay_close_to_the_reference(rides):
-    # buses dwell and crawl at stops for minutes: that crawl is a stop, not a trip (docs/fleet.md)
-    for r in (r for r in rides if r["mode"] == "bus"):
-        assert abs(r["error_pct"]) <= 5.0, r
+def test_bus_rides_are_within_2_pct_of_the_careful_reference(rides):
+    # before: 4.54 % short on ride 26, which moves at a steady 4-5 km/h for 6 minutes (under 200 m
+    # in 3 min) inside its drive: that crawl was taken for stops (SOURCES.md: bus or walk)
+    buses = [r for r in rides if r["mode"] == "bus"]
+    assert len(buses) >= 4
+    for r in buses:
+        assert abs(r["error_pct"]) <= 2.0, r
 
 
 def test_no_car_trip_reports_an_implausible_top_speed(rides):
@@ -44,8 +47,10 @@ def faults():
     return injected_fault_results()
 
 
+# before: the drift cloud kept 1.2 % (the sliding window split it into stays trimmed around one
+# drifting fix each, so the approach and departure took up drift)
 @pytest.mark.parametrize("kind,goal_pct", [("run1", 99.9), ("run2", 99.9), ("run3", 99.9), ("near2", 99.0),
-                                           ("cold", 99.0), ("jitter", 99.0), ("cloud", 98.5)])
+                                           ("cold", 99.0), ("jitter", 99.0), ("cloud", 99.0)])
 def test_injected_faults_stay_out_of_mileage(faults, kind, goal_pct):
     fs = [f for f in faults if f["fault"] == kind]
     assert kind in FAULTS and len(fs) >= 10
