@@ -32,7 +32,7 @@ from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
-PACKETS_PER_TURN = 1000  # loop_read calls per readable event at most: other tasks get their turn
+PACKETS_PER_TURN = 256  # loop_read calls per readable event at most: commits and acks get their turn
 MISC_INTERVAL_S = 1.0  # loop_misc: keepalive pings and their timeout, as paho's own loop does it
 
 

@@ -233,6 +233,8 @@ class GpsCollector:
                 # the ingest refused a batch: nothing of it was acknowledged; the broker redelivers it
                 # once the session resumes. The pause grows until a commit succeeds.
                 self.connected = False
+                if self.paused is None:  # the first refusal after commits went through
+                    backoff = BACKOFF_MIN_S
                 self._refused(e, backoff)
             except Exception:  # a bug of ours or of a library: log it, keep the collector alive
                 self.connected = False

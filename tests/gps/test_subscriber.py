@@ -11,7 +11,7 @@ import pytest
 from collector.gps.subscriber import GpsCollector, parse_broker_url, topic_matches, vehicle_from_topic
 from edge.clock import FakeClock
 from edge.config import Mqtt, MqttProtocol, PayloadFormat, Tls, Topic, UnknownVehiclePolicy, Vehicle
-from edge.errors import ConfigError
+from edge.errors import ConfigError, OutboxFull
 from simulators.vehicles import Faults, VehicleFleet
 from tests.support.gps import start, stop
 
@@ -294,3 +294,46 @@ async def test_outbox_failure_acks_nothing_and_the_broker_redelivers(mosquitto, 
     await ingest.wait_for(st["positions"], timeout_s=30)
     await stop(task)
     assert stored_keys(ingest) == sent_keys(st)
+
+
+class FullOutbox:
+    """The real outbox behind a switch: while ``full``, every submit raises ``OutboxFull``."""
+
+    def __init__(self, ingest) -> None:
+        self.ingest, self.full, self.refused = ingest, True, Counter()
+
+    async def submit(self, points) -> None:
+        if self.full:
+            self.refused.update((p.tags["vehicle"], p.time_ns) for p in points)
+            raise OutboxFull("outbox full: 100 % of max_bytes")
+        await self.ingest.submit(points)
+
+    async def reject(self, **kw) -> None:
+        await self.ingest.reject(**kw)
+
+    def count(self, name: str, n: int = 1, **labels: str) -> None:
+        self.ingest.count(name, n, **labels)
+
+
+@pytest.mark.mosquitto
+async def test_outbox_full_acks_nothing_pauses_and_the_broker_redelivers_once_there_is_room(mosquitto, ingest):
+    fleet = VehicleFleet(20, mosquitto.url, clock=FakeClock(time.time_ns()), faults=Faults(gap_rate=0))
+    full = FullOutbox(ingest)
+    col = GpsCollector(mqtt_cfg(mosquitto.url), fleet_vehicles(fleet), full)
+    task = await start(col)
+    st = await fleet.run(ticks=3)
+    deadline = time.monotonic() + 20
+    # every position refused at least once, some twice: the broker redelivered what was not acknowledged
+    while set(full.refused) != set(sent_keys(st)) or max(full.refused.values()) < 2:
+        assert time.monotonic() < deadline, col.stats()
+        await asyncio.sleep(0.02)
+    s = col.stats()
+    assert s["paused"] == "outbox_full" and s["stored"] == 0 and ingest.outbox.committed == 0
+    assert s["outbox_full"] >= 2 and ingest.counters["gps_intake_paused"] == s["outbox_full"]
+    full.full = False  # the sink drained: there is room again
+    await ingest.wait_for(st["positions"], timeout_s=30)
+    await asyncio.sleep(0.3)
+    await stop(task)
+    assert stored_keys(ingest) == sent_keys(st)
+    assert max(stored_keys(ingest).values()) == 1
+    assert col.stats()["paused"] is None and col.stats()["submit_errors"] == 0
