@@ -49,32 +49,41 @@ class Message:
         self.topic, self.payload, self.qos, self.mid = topic, payload, qos, mid
 
 
+def paho_client(client_id: str, *, v5: bool = False, username: str | None = None, password: str | None = None,
+                tls: ssl.SSLContext | None = None, timeout_s: float = 10.0) -> paho.Client:
+    """A paho client for a persistent session with manual acknowledgement.
+
+    Made once and connected again after each loss (``MqttConnection`` takes it): paho keeps a QoS 2
+    message it answered with PUBREC until the broker's PUBREL, across reconnects of one client."""
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                    clean_session=None if v5 else False,  # MQTT 5: clean start off, in connect()
+                    protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+                    reconnect_on_failure=False, manual_ack=True)
+    c.connect_timeout = timeout_s
+    if username is not None:
+        c.username_pw_set(username, password)
+    if tls is not None:
+        c.tls_set_context(tls)
+    return c
+
+
 class MqttConnection:
-    """Connect, subscribe, receive and acknowledge on one paho ``Client``; ``close()`` once done.
+    """Connect, subscribe, receive and acknowledge on a paho ``Client``; ``close()`` once done.
 
     Usage: ``await connect()``, ``await subscribe(...)``, then ``await wait()`` / ``take(n)`` /
     ``ack(messages)`` until ``wait`` raises ``MqttConnectionError`` (connection lost), and
-    ``await close()`` in every case. One instance per connection: reconnecting is the caller's loop.
+    ``await close()`` in every case. One instance per connection, over the same client each time:
+    reconnecting is the caller's loop.
     """
 
-    def __init__(self, host: str, port: int, *, client_id: str, v5: bool = False,
-                 username: str | None = None, password: str | None = None,
-                 tls: ssl.SSLContext | None = None, keepalive_s: int = 30, timeout_s: float = 10.0,
+    def __init__(self, client: paho.Client, host: str, port: int, *, keepalive_s: int = 30, timeout_s: float = 10.0,
                  session_expiry_s: int | None = None, max_waiting: int = 4000) -> None:
-        self.host, self.port, self.v5 = host, port, v5
+        self.host, self.port = host, port
+        self.v5 = client.protocol == paho.MQTTv5
         self.keepalive_s, self.timeout_s = keepalive_s, timeout_s
         self.session_expiry_s = session_expiry_s
         self.max_waiting = max_waiting
-        # persistent session: MQTT 3.1.1 clean session off; MQTT 5 clean start off (in connect)
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                        clean_session=None if v5 else False,
-                        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-                        reconnect_on_failure=False, manual_ack=True)
-        c.connect_timeout = timeout_s
-        if username is not None:
-            c.username_pw_set(username, password)
-        if tls is not None:
-            c.tls_set_context(tls)
+        c = client
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
@@ -89,6 +98,7 @@ class MqttConnection:
         self.close_reason: str | None = None  # set once the connection is gone
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        self._sock: Any = None  # this connection's socket (the client is reused: later ones are not ours)
         self._fd = -1  # the socket being watched
         self._reading = False
         self._paused = False
@@ -169,15 +179,15 @@ class MqttConnection:
         return items
 
     def ack(self, messages: list[Message]) -> None:
-        """Acknowledge each QoS 1 (PUBACK) and QoS 2 (PUBCOMP) message, in the order given: MQTT
-        wants acknowledgements in the order the messages came. Nothing happens once closed (the
-        broker redelivers what was not acknowledged when the session resumes)."""
+        """Acknowledge each QoS 1 message (PUBACK), in the order given: MQTT wants them in the order
+        the messages came. Nothing happens once closed: the broker redelivers what was not
+        acknowledged when the session resumes. (QoS 2 is completed on arrival: see ``_on_message``.)"""
         if self._closed.done():
             return
         ack = self.client.ack
         for m in messages:
-            if m.qos:
-                ack(m.mid, m.qos)
+            if m.qos == 1:
+                ack(m.mid, 1)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """DISCONNECT (the broker keeps the session), or drop the socket if that does not go out."""
@@ -215,8 +225,15 @@ class MqttConnection:
             topic = None
         self.items.append(Message(topic, msg.payload, msg.qos, msg.mid))
         self.received += 1
+        if msg.qos == 2:
+            # paho answered the PUBLISH with PUBREC already and delivers it on the PUBREL: the broker
+            # will not send it again whatever we do. Completing it later would only leave an id the
+            # broker waits on forever if the connection dropped first (paho, manual ack, does not
+            # complete a PUBREL it has no message for).
+            client.ack(msg.mid, 2)
 
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._sock = sock
         self._call(self._watch, sock.fileno())
 
     def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
@@ -226,7 +243,7 @@ class MqttConnection:
         self._call(self._want_write, sock.fileno())
 
     def _on_socket_unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
-        self._call(self._loop.remove_writer, sock.fileno())
+        self._call(self._no_write, sock.fileno())
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> None:
         if threading.get_ident() == self._thread:
@@ -244,15 +261,19 @@ class MqttConnection:
             self._loop.add_reader(fd, self._on_readable)
 
     def _unwatch(self, fd: int) -> None:
-        self._loop.remove_reader(fd)
-        self._loop.remove_writer(fd)
-        if fd == self._fd:
+        if fd == self._fd and fd >= 0:  # never another socket's: the number may be in use again
+            self._loop.remove_reader(fd)
+            self._loop.remove_writer(fd)
             self._fd = -1
             self._reading = False
 
     def _want_write(self, fd: int) -> None:
-        if fd == self._fd and not self._closed.done():
+        if fd == self._fd and fd >= 0 and not self._closed.done():
             self._loop.add_writer(fd, self._on_writable)
+
+    def _no_write(self, fd: int) -> None:
+        if fd == self._fd and fd >= 0:
+            self._loop.remove_writer(fd)
 
     def _on_readable(self) -> None:
         """Packets while they come and the inbox has room, up to ``PACKETS_PER_TURN``.
@@ -327,20 +348,12 @@ class MqttConnection:
         self._wake()
 
     def _abort(self, reason: str) -> None:
-        """Stop watching the socket and close it, whatever paho's state."""
+        """Stop watching this connection's socket and close it, whatever paho's state."""
         self._set_closed(reason)
         self._stop_reading()
-        sock = self.client.socket()
-        if self._fd >= 0:
-            self._unwatch(self._fd)
-        if sock is not None:
-            try:
-                fd = sock.fileno()
-                if fd >= 0:
-                    self._loop.remove_reader(fd)
-                    self._loop.remove_writer(fd)
-            except OSError:
-                pass
-            sock.close()
+        self._unwatch(self._fd)
+        sock = self._sock
+        if sock is not None and self.client.socket() is sock:  # paho still holds it: it has not closed it
+            sock.close()  # paho closes it (again, harmlessly) when it next connects
         if self._misc is not None and not self._misc.done():
             self._misc.cancel()

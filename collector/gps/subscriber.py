@@ -34,8 +34,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
+import paho.mqtt.client as paho
+
 from collector.gps.codecs import MEASUREMENT, decoder_for, fields_decoder_for
-from collector.gps.connection import Message, MqttConnection, MqttConnectionError
+from collector.gps.connection import Message, MqttConnection, MqttConnectionError, paho_client
 from collector.gps.crs import gcj02_to_wgs84
 from collector.gps.validate import Tracker, check_point
 from edge.clock import SYSTEM_CLOCK, Clock
@@ -184,6 +186,7 @@ class GpsCollector:
         self.outbox_full = 0  # sessions ended because the outbox was full (nothing of the batch acknowledged)
         self.submit_errors = 0  # sessions ended because the ingest failed otherwise (OutboxError, ...)
         self.paused: str | None = None  # why intake is paused (the ingest refused a batch), until a commit succeeds
+        self._client: paho.Client | None = None  # made on the first connection, connected again after each loss
         self._routes_seen: dict[str, tuple[Route | None, str | None]] = {}
         self._last_error: str | None = None
         self._paused_at = 0.0
@@ -256,14 +259,12 @@ class GpsCollector:
 
     # -- connection -----------------------------------------------------------------------------
     def _connection(self) -> MqttConnection:
-        m = self.mqtt
-        return MqttConnection(
-            self.address.host, self.address.port,
-            client_id=m.client_id, v5=m.protocol is MqttProtocol.v5,
-            username=m.username, password=m.password, tls=self._tls,
-            keepalive_s=KEEPALIVE_S, timeout_s=TIMEOUT_S, session_expiry_s=SESSION_EXPIRY_S,
-            max_waiting=MAX_WAITING,
-        )
+        if self._client is None:  # one client for the process: paho keeps QoS 2 state across reconnects
+            m = self.mqtt
+            self._client = paho_client(m.client_id, v5=m.protocol is MqttProtocol.v5, username=m.username,
+                                       password=m.password, tls=self._tls, timeout_s=TIMEOUT_S)
+        return MqttConnection(self._client, self.address.host, self.address.port, keepalive_s=KEEPALIVE_S,
+                              timeout_s=TIMEOUT_S, session_expiry_s=SESSION_EXPIRY_S, max_waiting=MAX_WAITING)
 
     async def _session(self) -> None:
         conn = self._connection()
