@@ -66,3 +66,7 @@ class StoreError(EdgeError):
 
 class OutboxError(EdgeError):
     """The durable outbox could not commit or read."""
+
+
+class OutboxFull(OutboxError):
+    """The outbox is full and the source can hold its data: don't acknowledge."""

@@ -26,14 +26,17 @@ def _q(v: object) -> str:
     return f'"{s}"' if (" " in s or "=" in s or not s) else s
 
 
+class EdgeLogHandler(logging.StreamHandler):
+    """The handler ``setup_logging`` installs: a second call replaces it and no one else's."""
+
+
 def setup_logging(level: str = "info", stream=sys.stderr) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
-        if getattr(h, "_edge", False):
+        if isinstance(h, EdgeLogHandler):
             root.removeHandler(h)
-    h = logging.StreamHandler(stream)
+    h = EdgeLogHandler(stream)
     h.setFormatter(KeyValueFormatter())
-    h._edge = True  # type: ignore[attr-defined]
     root.addHandler(h)
     root.setLevel(level.upper())
     # third-party chatter stays at warning unless asked for

@@ -6,18 +6,17 @@ while the edge is down. A message is acknowledged only after its points are comm
 outbox (``await ingest.submit``) or its payload is in the dead-letter table: a crash between
 receive and commit means a redelivery, never a loss.
 
-Messages are taken in batches (whatever is queued, up to ``MAX_BATCH``) and committed in one
-outbox transaction: one fsync for many positions; the next batch is decoded while the previous
-one commits. PUBACKs go out in receive order, as MQTT requires. aiomqtt 2.5 has no manual-ack option of its own, so the collector switches the
-underlying paho client to manual acknowledgement and acks through it (see ``_paho``).
+The connection is paho-mqtt's client driven by asyncio through paho's documented external-loop
+interface, with paho's public manual acknowledgement (``collector.gps.connection``). Messages are
+taken in batches (whatever is waiting, up to ``MAX_BATCH``) and committed in one outbox
+transaction: one fsync for many positions; the next batch is decoded while the previous one
+commits. Acknowledgements go out in receive order, as MQTT requires. The socket is not read
+while ``MAX_WAITING`` messages wait (back-pressure: a backlog stays in the broker).
 
-The receive path is the hot one, so the collector does not take messages through aiomqtt's
-iterator (a task, an aiomqtt ``Message`` and ``Topic`` per message, one packet per event-loop
-turn) but through ``_Inbox``, the other place that uses aiomqtt's and paho's internals, with a
-fallback to the public iterator: on a plain TCP connection it reads the socket 64 KiB at a
-time and parses the PUBLISH packets itself, paho still handling every other packet from the
-same bytes; it stops reading while two batches wait (back-pressure). A batch's PUBACKs leave
-in one write.
+When the outbox cannot take a batch (``OutboxFull``, or any other ``EdgeError`` from the
+ingest), nothing of it is acknowledged: the collector disconnects, pauses with a growing
+backoff, and reconnects; the broker redelivers every unacknowledged message of the persistent
+session (MQTT redelivers only when a session resumes).
 
 Bad input never stalls the loop: a payload that does not decode or validate goes to the
 dead-letter table with its topic and reason and is acknowledged; duplicates (a QoS 1
@@ -29,26 +28,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import ssl
-import struct
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
-import aiomqtt
 import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from collector.gps.codecs import MEASUREMENT, decoder_for, fields_decoder_for
+from collector.gps.connection import Message, MqttConnection, MqttConnectionError, paho_client
 from collector.gps.crs import gcj02_to_wgs84
 from collector.gps.validate import Tracker, check_point
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Crs, Mqtt, MqttProtocol, UnknownVehiclePolicy, Vehicle
-from edge.errors import ConfigError, EdgeError, PayloadError
+from edge.errors import ConfigError, EdgeError, OutboxFull, PayloadError
 from edge.point import Point
 
 log = logging.getLogger(__name__)
@@ -57,16 +51,13 @@ SOURCE = "mqtt"
 UNKNOWN_ORG = "unknown"
 MAX_BATCH = 2000
 MAX_PAYLOAD_BYTES = 256 * 1024  # a position report is < 1 KiB; a 0x0704 batch or a JSON array a few dozen
-READ_AHEAD = 65536  # bytes taken from the socket per event-loop turn (a few hundred positions)
-READ_AHEAD_MESSAGES = 2 * MAX_BATCH  # received and not yet taken: above this the socket is not read
+MAX_WAITING = 2 * MAX_BATCH  # received and not yet taken: above this the socket is not read
 SUBSCRIBE_TIMEOUT_S = 120.0  # the SUBACK comes after the backlog the broker held for us, read as fast as it is stored
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 SESSION_EXPIRY_S = 7 * 86400  # MQTT 5: how long the broker keeps our session while we are away
-
-
-class MqttConnectionError(EdgeError):
-    """The broker could not be reached or dropped us (translated from aiomqtt.MqttError)."""
+KEEPALIVE_S = 30
+TIMEOUT_S = 10.0  # TCP/TLS connect, CONNACK
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -192,10 +183,13 @@ class GpsCollector:
         self.unknown_count = 0
         self.reconnects = 0
         self.batches = 0
-        self._conn_gen = 0
+        self.outbox_full = 0  # sessions ended because the outbox was full (nothing of the batch acknowledged)
+        self.submit_errors = 0  # sessions ended because the ingest failed otherwise (OutboxError, ...)
+        self.paused: str | None = None  # why intake is paused (the ingest refused a batch), until a commit succeeds
+        self._client: paho.Client | None = None  # made on the first connection, connected again after each loss
         self._routes_seen: dict[str, tuple[Route | None, str | None]] = {}
         self._last_error: str | None = None
-        self.intake: str | None = None  # how the current connection's messages come in: see _Inbox.mode
+        self._paused_at = 0.0
 
     # -- public ---------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -211,7 +205,9 @@ class GpsCollector:
             "unknown_vehicle_messages": self.unknown_count,
             "reconnects": self.reconnects,
             "batches": self.batches,
-            "intake": self.intake,
+            "outbox_full": self.outbox_full,
+            "submit_errors": self.submit_errors,
+            "paused": self.paused,
         }
 
     def subscriptions(self) -> list[str]:
@@ -226,7 +222,7 @@ class GpsCollector:
             except asyncio.CancelledError:
                 self.connected = False
                 raise
-            except (aiomqtt.MqttError, MqttConnectionError, EdgeError, OSError) as e:
+            except (MqttConnectionError, OSError) as e:
                 was = self.connected
                 self.connected = False
                 msg = f"{type(e).__name__}: {e}"
@@ -234,81 +230,85 @@ class GpsCollector:
                     log.warning("mqtt down broker=%s:%s reason=%r retry_in_s=%.1f",
                                 self.address.host, self.address.port, msg, backoff)
                 self._last_error = msg
-                if was:
+                if was and self.paused is None:
                     backoff = BACKOFF_MIN_S
+            except EdgeError as e:
+                # the ingest refused a batch: nothing of it was acknowledged; the broker redelivers it
+                # once the session resumes. The pause grows until a commit succeeds.
+                self.connected = False
+                if self.paused is None:  # the first refusal after commits went through
+                    backoff = BACKOFF_MIN_S
+                self._refused(e, backoff)
             except Exception:  # a bug of ours or of a library: log it, keep the collector alive
                 self.connected = False
                 log.exception("gps collector failed; restarting the session")
             await self.clock.sleep(backoff * (0.8 + 0.4 * random.random()))
             backoff = min(BACKOFF_MAX_S, backoff * 2)
 
+    def _refused(self, e: EdgeError, pause_s: float) -> None:
+        reason = "outbox_full" if isinstance(e, OutboxFull) else "submit_error"
+        if isinstance(e, OutboxFull):
+            self.outbox_full += 1
+        else:
+            self.submit_errors += 1
+        self.ingest.count("gps_intake_paused", 1, reason=reason)
+        if self.paused is None:
+            self._paused_at = self.clock.monotonic()
+            log.warning("gps intake paused reason=%s error=%r retry_in_s=%.1f", reason, f"{type(e).__name__}: {e}", pause_s)
+        self.paused = reason
+
     # -- connection -----------------------------------------------------------------------------
-    def _client(self) -> aiomqtt.Client:
-        m = self.mqtt
-        v5 = m.protocol is MqttProtocol.v5
-        props = None
-        if v5:
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-        client = aiomqtt.Client(
-            self.address.host, self.address.port,
-            identifier=m.client_id,
-            username=m.username,
-            password=m.password,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else False,
-            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
-            properties=props,
-            tls_context=self._tls,
-            keepalive=30,
-            timeout=10,
-        )
-        _paho(client).manual_ack_set(True)
-        return client
+    def _connection(self) -> MqttConnection:
+        if self._client is None:  # one client for the process: paho keeps QoS 2 state across reconnects
+            m = self.mqtt
+            self._client = paho_client(m.client_id, v5=m.protocol is MqttProtocol.v5, username=m.username,
+                                       password=m.password, tls=self._tls, timeout_s=TIMEOUT_S)
+        return MqttConnection(self._client, self.address.host, self.address.port, keepalive_s=KEEPALIVE_S,
+                              timeout_s=TIMEOUT_S, session_expiry_s=SESSION_EXPIRY_S, max_waiting=MAX_WAITING)
 
     async def _session(self) -> None:
-        client = self._client()
-        inbox = _Inbox(client)  # before connecting: a persistent session's backlog comes right after CONNACK
-        async with client:
-            inbox.attach()
-            self.intake = inbox.mode
-            self._conn_gen += 1
-            gen = self._conn_gen
-            # a persistent session's backlog comes before the SUBACK: take it in while subscribing
-            subscribing = asyncio.ensure_future(self._subscribe(client))
-            committing: asyncio.Task | None = None  # the previous batch: commit, then ack
-            prep: _Prepared | None = None
-            try:
-                while True:
-                    for f in (subscribing, committing):
-                        if f is not None and f.done() and f.exception() is not None:
-                            raise f.exception()  # type: ignore[misc]  # what was taken is redelivered
-                    if not inbox.ready():
-                        await inbox.wait(committing, subscribing)  # a message, a task done, or MqttError
-                        continue
-                    batch = inbox.take(MAX_BATCH)
-                    # decode and check this batch while the previous one commits (pipelining);
-                    # the tracker is updated at once and rolled back if a commit fails
-                    prep = self._prepare(gen, batch)
-                    if committing is not None:
-                        await asyncio.shield(committing)
-                    committing = asyncio.ensure_future(self._commit(client, prep))
-                    prep = None
-                    await asyncio.sleep(0)  # let the commit reach the outbox's writer before the next decode
-            except BaseException:
-                inbox.close()
-                if not subscribing.done():
-                    subscribing.cancel()
-                if prep is not None:  # prepared, never handed to a commit: forget what it taught the tracker
-                    self.tracker.forget(prep.vehicles)
-                if committing is not None and not committing.done():
-                    # stopping or failing: let the batch in flight finish its commit and ack
-                    await asyncio.wait([committing], timeout=10)
-                raise
+        conn = self._connection()
+        try:
+            await conn.connect()
+            await self._receive(conn)
+        finally:
+            await conn.close()
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, conn: MqttConnection) -> None:
+        # a persistent session's backlog comes before the SUBACK: take it in while subscribing
+        subscribing = asyncio.ensure_future(self._subscribe(conn))
+        committing: asyncio.Task | None = None  # the previous batch: commit, then ack
+        prep: _Prepared | None = None
+        try:
+            while True:
+                for f in (subscribing, committing):
+                    if f is not None and f.done() and f.exception() is not None:
+                        raise f.exception()  # type: ignore[misc]  # what was taken is redelivered
+                if not conn.items:
+                    await conn.wait(committing, subscribing)  # a message, a task done, or MqttConnectionError
+                    continue
+                batch = conn.take(MAX_BATCH)
+                # decode and check this batch while the previous one commits (pipelining);
+                # the tracker is updated at once and rolled back if a commit fails
+                prep = self._prepare(conn, batch)
+                if committing is not None:
+                    await asyncio.shield(committing)
+                committing = asyncio.ensure_future(self._commit(prep))
+                prep = None
+                await asyncio.sleep(0)  # let the commit reach the outbox's writer before the next decode
+        except BaseException:
+            if not subscribing.done():
+                subscribing.cancel()
+            if prep is not None:  # prepared, never handed to a commit: forget what it taught the tracker
+                self.tracker.forget(prep.vehicles)
+            if committing is not None and not committing.done():
+                # stopping or failing: let the batch in flight finish its commit and ack
+                await asyncio.wait([committing], timeout=10)
+            raise
+
+    async def _subscribe(self, conn: MqttConnection) -> None:
         for sub in self.subscriptions():
-            await client.subscribe(sub, qos=self.mqtt.qos, timeout=SUBSCRIBE_TIMEOUT_S)
+            await conn.subscribe(sub, self.mqtt.qos, SUBSCRIBE_TIMEOUT_S)
         self.connected = True
         if self._last_error is not None or self.reconnects:
             log.info("mqtt up broker=%s:%s client_id=%s", self.address.host, self.address.port, self.mqtt.client_id)
@@ -367,7 +367,7 @@ class GpsCollector:
             out.append(q)
         return out
 
-    def _prepare(self, gen: int, batch: list) -> "_Prepared":
+    def _prepare(self, conn: MqttConnection, batch: list[Message]) -> "_Prepared":
         """Decode and check a batch (no I/O). The tracker learns the accepted points now."""
         now_ns = self.clock.now_ns()
         good: list[Point] = []
@@ -376,17 +376,17 @@ class GpsCollector:
         decode = self.decode_message
         self.received += len(batch)
         for i, m in enumerate(batch):
+            topic = m.topic
+            if topic is None:
+                rejects.append((i, "bad_topic", "the topic is not UTF-8"))
+                continue
             try:
-                topic = m.topic  # a str from paho, an aiomqtt Topic from aiomqtt's queue
-                if type(topic) is not str:
-                    topic = topic.value
-                payload = m.payload
-                pts = decode(topic, payload if type(payload) is bytes else _payload(m), now_ns)
+                pts = decode(topic, m.payload, now_ns)
             except PayloadError as e:
                 rejects.append((i, e.reason, e.detail))
                 continue
             except Exception as e:  # a codec bug must not stall ingest: dead-letter and count it
-                log.exception("codec failure topic=%s", _topic(m))
+                log.exception("codec failure topic=%s", topic)
                 rejects.append((i, "internal_error", f"{type(e).__name__}: {e}"[:200]))
                 continue
             if len(pts) == 1:
@@ -405,10 +405,10 @@ class GpsCollector:
                 else:
                     rejects.append((pos[id(p)], err.reason, err.detail))
         self.tracker.commit(verdict)
-        return _Prepared(gen, batch, verdict.accepted, dups, rejects, tuple(verdict.staged))
+        return _Prepared(conn, batch, verdict.accepted, dups, rejects, tuple(verdict.staged))
 
-    async def _commit(self, client: aiomqtt.Client, prep: "_Prepared") -> None:
-        """Outbox commit and dead letters, then the PUBACKs (in arrival order)."""
+    async def _commit(self, prep: "_Prepared") -> None:
+        """Outbox commit and dead letters, then the acknowledgements (in arrival order)."""
         try:
             if prep.accepted:
                 await self.ingest.submit(list(prep.accepted))
@@ -418,7 +418,7 @@ class GpsCollector:
                     continue
                 seen.add((i, reason))
                 m = prep.batch[i]
-                await self.ingest.reject(source=SOURCE, raw=_payload(m), topic=_topic(m),
+                await self.ingest.reject(source=SOURCE, raw=m.payload, topic=m.topic or "",
                                          reason=f"{reason}: {detail}" if detail else reason)
                 self.rejected[reason] += 1
                 self.ingest.count("gps_rejected", 1, reason=reason)
@@ -432,361 +432,17 @@ class GpsCollector:
         if prep.dups:
             self.ingest.count("gps_duplicates", prep.dups)
         self.batches += 1
-        if prep.gen != self._conn_gen:
-            return  # the connection these came on is gone; the broker redelivers them
-        _ack(_paho(client), prep.batch)
+        if self.paused is not None:
+            log.info("gps intake resumed after_s=%.1f", self.clock.monotonic() - self._paused_at)
+            self.paused = None
+        prep.conn.ack(prep.batch)  # a no-op if that connection is gone: the broker redelivers them
 
 
 @dataclass(frozen=True)
 class _Prepared:
-    gen: int
-    batch: list
+    conn: MqttConnection  # the connection the batch came on: acknowledged there or not at all
+    batch: list[Message]
     accepted: tuple[Point, ...]
     dups: int
     rejects: list[tuple[int, str, str]]
     vehicles: tuple[str, ...]
-
-
-def _payload(m: Any) -> bytes:
-    p = m.payload
-    return bytes(p) if isinstance(p, (bytes, bytearray)) else str(p).encode()
-
-
-def _topic(m: Any) -> str:
-    """The topic of a paho message (``str``) or of an aiomqtt one (``Topic``)."""
-    try:
-        t = m.topic
-    except UnicodeDecodeError:  # paho decodes on access; a broker should have refused it
-        return repr(getattr(m, "_topic", b""))
-    return t if type(t) is str else t.value
-
-
-_PUBACK = struct.Struct("!BBH")
-
-
-def _ack(pc: paho.Client, batch: list) -> None:
-    """Acknowledge every QoS 1 and 2 message of ``batch``, in order.
-
-    QoS 1: one 4-byte PUBACK each, the bytes ``paho.Client.ack`` sends, queued to paho as one
-    write instead of a queued packet, a log line and a ``send`` per message. A batch with QoS 2
-    messages goes through ``paho.Client.ack`` (PUBCOMP)."""
-    queue = getattr(pc, "_packet_queue", None)
-    if queue is None or any(m.qos > 1 for m in batch):
-        for m in batch:
-            if m.qos > 0:
-                pc.ack(m.mid, m.qos)
-        return
-    pack = _PUBACK.pack
-    data = b"".join([pack(paho.PUBACK, 2, m.mid) for m in batch if m.qos == 1])
-    if data:
-        queue(paho.PUBACK, data, 0, 0)
-
-
-class _Msg:
-    """A PUBLISH parsed by ``_Inbox``: what the collector reads of paho's ``MQTTMessage``."""
-
-    __slots__ = ("topic", "payload", "qos", "mid")
-
-    def __init__(self, topic: str, payload: bytes, qos: int, mid: int) -> None:
-        self.topic, self.payload, self.qos, self.mid = topic, payload, qos, mid
-
-
-class _Stream:
-    """What paho sees as its socket once ``_Inbox`` reads the real one.
-
-    ``_Inbox`` receives into ``buf``; paho's ``recv`` calls are served from ``buf[pos:limit]``,
-    the packet the inbox hands over (``limit``), and see ``BlockingIOError`` past it, so paho
-    never reads ahead of the inbox. A receive error or the peer's close is kept and shown to
-    paho once the whole buffer is read, so paho ends the connection as it would have. Everything
-    else (``send``, ``fileno``, ``close``...) is the socket's."""
-
-    __slots__ = ("_sock", "buf", "pos", "limit", "error", "eof")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self.buf = b""
-        self.pos = 0
-        self.limit = 0
-        self.error: OSError | None = None
-        self.eof = False
-
-    def recv(self, n: int) -> bytes:
-        pos = self.pos
-        avail = self.limit - pos
-        if avail <= 0:
-            if pos >= len(self.buf):  # all read: now the end of the stream, if it came
-                if self.error is not None:
-                    raise self.error
-                if self.eof:
-                    return b""
-            raise BlockingIOError
-        end = pos + (n if n < avail else avail)
-        self.pos = end
-        return self.buf[pos:end]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
-
-
-_VARINT_SHORT, _VARINT_BAD = -1, -2
-
-
-def _varint(buf: bytes, i: int, end: int) -> tuple[int, int]:
-    """The MQTT variable byte integer at ``buf[i:end]``: (value, index after it), the index being
-    ``_VARINT_SHORT`` when ``end`` comes first and ``_VARINT_BAD`` past 4 bytes (malformed)."""
-    value = shift = 0
-    while i < end:
-        d = buf[i]
-        i += 1
-        value |= (d & 127) << shift
-        if d < 128:
-            return value, i
-        shift += 7
-        if shift >= 28:
-            return value, _VARINT_BAD
-    return value, _VARINT_SHORT
-
-
-class _Inbox:
-    """Messages from paho to the collector for one connection.
-
-    Made before connecting: paho's ``on_message`` appends paho's own message to a list (aiomqtt's
-    queue stays empty). Once connected (``attach``), the inbox reads a plain TCP socket itself,
-    ``READ_AHEAD`` bytes per event-loop turn (paho makes three ``recv`` calls per packet and
-    aiomqtt lets it read one packet per turn): QoS 0 and 1 PUBLISH packets are parsed here into
-    ``_Msg`` (topic, payload, qos, packet id: no paho ``MQTTMessage`` with its lock, log line and
-    callback dispatch), every other packet (CONNACK, SUBACK, PINGRESP, QoS 2, a malformed one)
-    is read by paho from the same bytes through ``_Stream``, in stream order. The socket is not
-    read while ``READ_AHEAD_MESSAGES`` wait to be taken (back-pressure: a persistent session's
-    backlog stays in the broker, not in our memory; before the SUBACK too, so the subscription
-    is made while the batches go on). Disconnection is aiomqtt's ``_disconnected`` future, as
-    for aiomqtt's own iterator. Where those internals are missing (another aiomqtt), the inbox
-    falls back to ``client.messages``: slower, nothing lost.
-    """
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self.client = client
-        self.items: list = []
-        self._waiter: asyncio.Future | None = None
-        self._next: asyncio.Future | None = None  # fallback: an ``anext`` of aiomqtt's iterator in flight
-        self._it = client.messages
-        self._loop = asyncio.get_running_loop()
-        self._pc = _paho(client)
-        self._st: _Stream | None = None
-        self._fd = -1
-        self._paused = False
-        self._v5 = False
-        self._topics: dict[bytes, str] = {}
-        self.fast = (isinstance(getattr(client, "_queue", None), asyncio.Queue)
-                     and isinstance(getattr(client, "_disconnected", None), asyncio.Future))
-        if self.fast:
-            self._pc.on_message = self._on_message
-
-    def attach(self) -> None:
-        """Connected: take over paho's socket (the read-ahead and the reader)."""
-        if not self.fast:
-            return
-        pc = self._pc
-        sock = getattr(pc, "_sock", None)
-        in_packet = getattr(pc, "_in_packet", None)
-        # TLS stays with aiomqtt's reader (ssl buffers on its own); so does a paho we do not know
-        if type(sock) is socket.socket and sock.fileno() >= 0 and isinstance(in_packet, dict) and "command" in in_packet:
-            self._st = _Stream(sock)
-            self._v5 = pc._protocol == paho.MQTTv5  # noqa: SLF001
-            pc._sock = self._st  # noqa: SLF001
-            self._fd = sock.fileno()
-            self._loop.add_reader(self._fd, self._on_readable)  # replaces aiomqtt's reader for this socket
-
-    @property
-    def mode(self) -> str:
-        """``socket``: read and parsed here; ``paho``: paho's reader (TLS), messages from its
-        ``on_message``; ``iterator``: aiomqtt's own iterator (internals missing)."""
-        if self._st is not None:
-            return "socket"
-        return "paho" if self.fast else "iterator"
-
-    # -- paho's side (event-loop thread) --------------------------------------------------------
-    def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self.items.append(msg)
-        self._wake()
-
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-
-    def _on_readable(self) -> None:
-        st = self._st
-        if self._paused or st is None:
-            return
-        try:
-            data = st._sock.recv(READ_AHEAD)  # noqa: SLF001
-        except BlockingIOError:
-            return
-        except OSError as e:  # paho gets it once the buffered packets are through
-            st.error = e
-            data = b""
-        else:
-            if not data:
-                st.eof = True
-        if data:
-            st.buf = st.buf[st.pos:] + data if st.pos < len(st.buf) else data
-            st.pos = st.limit = 0
-        self._parse()
-
-    def _parse(self) -> None:
-        """Every complete packet in the buffer, in order (stops early when paused)."""
-        st, pc = self._st, self._pc
-        assert st is not None
-        buf, pos = st.buf, st.pos
-        n = len(buf)
-        items, topics, v5 = self.items, self._topics, self._v5
-        got = len(items)
-        try:
-            while pos < n:
-                if len(items) >= READ_AHEAD_MESSAGES:
-                    self._paused = True  # ``take`` reads on
-                    self._loop.remove_reader(self._fd)
-                    break
-                if pc._in_packet["command"]:  # noqa: SLF001  # paho is inside a packet: it reads on
-                    st.pos, st.limit = pos, n
-                    pc.loop_read()
-                    if pc._sock is not st or st.pos == pos:  # noqa: SLF001  # closed, or waiting for more
-                        return
-                    pos = st.pos
-                    continue
-                # fixed header: type and flags, remaining length (1 to 4 bytes)
-                b0 = buf[pos]
-                length, i = _varint(buf, pos + 1, n)
-                if i == _VARINT_SHORT:
-                    break  # the length is not all here yet
-                if i == _VARINT_BAD:
-                    i = n + 1  # more than 4 bytes: malformed, paho says so
-                end = i + length
-                if end > n:
-                    if i <= n and length <= READ_AHEAD:
-                        break  # the packet is not all here yet
-                    end = n  # malformed, or large: paho reads it (in pieces, as it comes)
-                    complete = False
-                else:
-                    complete = True
-                qos = (b0 >> 1) & 3
-                if complete and b0 & 0xF0 == 0x30 and qos < 2 and end - i >= 2:
-                    tl = buf[i] << 8 | buf[i + 1]
-                    j = i + 2 + tl
-                    mid = 0
-                    if qos:
-                        mid = buf[j] << 8 | buf[j + 1] if j + 2 <= end else 0
-                        j += 2
-                    if v5:  # properties: a length, then what we do not use
-                        plen, k = _varint(buf, j, end)
-                        if k < 0:
-                            k = end + 1  # no property length: malformed
-                        j = k + plen
-                    if j <= end and (qos == 0 or mid > 0):
-                        tb = buf[i + 2:i + 2 + tl]
-                        topic = topics.get(tb)
-                        if topic is None:
-                            try:
-                                topic = tb.decode("utf-8")
-                            except UnicodeDecodeError:
-                                topic = None
-                            else:
-                                if len(topics) >= 100_000:
-                                    topics.clear()
-                                topics[tb] = topic
-                        if topic is not None:
-                            items.append(_Msg(topic, buf[j:end], qos, mid))
-                            pos = end
-                            continue
-                # anything else: paho reads exactly this packet from the buffer
-                st.pos, st.limit = pos, end
-                pc.loop_read()
-                if pc._sock is not st:  # noqa: SLF001  # closed (paho has told aiomqtt)
-                    return
-                if st.pos == pos:
-                    break
-                pos = st.pos
-            st.pos = st.limit = pos
-            if (st.error is not None or st.eof) and not self._paused:
-                st.limit = n  # what is left can never complete: paho reads it, meets the end, closes
-                pc.loop_read()
-        except Exception as exc:  # as aiomqtt's reader: a broken socket ends the connection
-            d = self.client._disconnected  # noqa: SLF001
-            if not d.done():
-                d.set_exception(exc)
-        finally:
-            if len(items) > got:
-                try:
-                    pc._last_bytes_received = time.monotonic()  # noqa: SLF001  # paho's keepalive
-                except AttributeError:
-                    pass
-                self._wake()
-
-    def _read_on(self) -> None:
-        self._paused = False
-        st = self._st
-        if st is not None and self._pc._sock is st and st.fileno() == self._fd:  # noqa: SLF001  # still open
-            self._loop.add_reader(self._fd, self._on_readable)
-            self._loop.call_soon(self._parse_if_open)
-
-    def _parse_if_open(self) -> None:
-        if not self._paused and self._st is not None and self._pc._sock is self._st:  # noqa: SLF001
-            self._parse()
-
-    # -- the collector's side -------------------------------------------------------------------
-    def ready(self) -> bool:
-        if not self.items and not self.fast:
-            n = self._next
-            if n is not None and n.done():
-                self._next = None
-                self.items.append(n.result())  # raises the iterator's MqttError
-        return bool(self.items)
-
-    def take(self, n: int) -> list:
-        items = self.items
-        if self._paused and len(items) - n < READ_AHEAD_MESSAGES // 2:
-            self._read_on()
-        if len(items) <= n:
-            self.items = []
-            q = None if self.fast else getattr(self.client, "_queue", None)
-            if isinstance(q, asyncio.Queue):  # whatever else aiomqtt has queued, without awaiting
-                while len(items) < n:
-                    try:
-                        items.append(q.get_nowait())
-                    except asyncio.QueueEmpty:
-                        break
-            return items
-        self.items = items[n:]
-        return items[:n]
-
-    async def wait(self, *tasks: asyncio.Future | None) -> None:
-        """Until a message is there, or one of ``tasks`` is done; ``MqttError`` when disconnected."""
-        others = [t for t in tasks if t is not None and not t.done()]
-        if not self.fast:
-            if self._next is None:
-                self._next = asyncio.ensure_future(anext(self._it))
-            await asyncio.wait([self._next, *others], return_when=asyncio.FIRST_COMPLETED)
-            return
-        d = self.client._disconnected  # noqa: SLF001
-        if not d.done():
-            w = self._waiter = self._loop.create_future()
-            try:
-                await asyncio.wait([w, d, *others], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                self._waiter = None
-                w.cancel()
-        if d.done() and not self.items:
-            raise aiomqtt.MqttError("Disconnected during message iteration") from d.exception()
-
-    def close(self) -> None:
-        if self._next is not None:
-            self._next.cancel()
-            self._next = None
-
-
-def _paho(client: aiomqtt.Client) -> paho.Client:
-    """The paho client under aiomqtt (for manual acknowledgement, which aiomqtt 2.5 lacks)."""
-    return client._client  # noqa: SLF001

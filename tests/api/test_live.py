@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 
 import httpx
 
@@ -42,10 +43,14 @@ class Reader:
         return self.text
 
 
+_READERS: weakref.WeakKeyDictionary[httpx.Response, Reader] = weakref.WeakKeyDictionary()  # one per open stream
+
+
 async def read_until(r: httpx.Response, pred, timeout_s: float = 5.0) -> str:
-    if not hasattr(r, "_reader"):
-        r._reader = Reader(r)
-    return await r._reader.until(pred, timeout_s)
+    reader = _READERS.get(r)
+    if reader is None:
+        reader = _READERS[r] = Reader(r)
+    return await reader.until(pred, timeout_s)
 
 
 def power(env, meter: str, kw: float, dt_s: int) -> Point:

@@ -1,11 +1,10 @@
-"""The GPS collector's own message intake against a real Mosquitto.
+"""The GPS collector's message intake against a real Mosquitto.
 
-On a plain TCP connection the collector reads the socket itself and parses QoS 0/1 PUBLISH
-packets (``stats()["intake"] == "socket"``); paho reads every other packet (QoS 2, packets
-larger than the read-ahead) from the same bytes. TLS keeps paho's reader (``"paho"``). These
-tests publish a hostile mix (tiny to > 256 KiB payloads, packets straddling the 64 KiB
-read-ahead, multi-byte UTF-8 topics, JSON arrays, QoS 0/1/2, MQTT 5 properties, garbage) while
-the edge is offline and while it is online, and check what lands in the real outbox.
+The collector drives paho's client on asyncio (many packets per event-loop turn, a pause while
+``MAX_WAITING`` messages wait, manual acknowledgement after the commit). These tests publish a
+hostile mix (tiny to > 256 KiB payloads, packets around 64 KiB, multi-byte UTF-8 topics, JSON
+arrays, QoS 0/1/2, MQTT 5 properties, garbage) while the edge is offline and while it is online,
+over plain TCP and TLS, and check what lands in the real outbox.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from collector.gps.subscriber import MAX_PAYLOAD_BYTES, READ_AHEAD, GpsCollector
+from collector.gps.subscriber import MAX_PAYLOAD_BYTES, MAX_WAITING, GpsCollector
 from edge.config import Mqtt, MqttProtocol, PayloadFormat, Tls, Topic, Vehicle
 from tests.support import certs as certs_mod
 from tests.support.gps import start, stop
@@ -34,6 +33,7 @@ from tests.support.mosquitto import Mosquitto, available
 pytestmark = pytest.mark.mosquitto
 
 ORG = "330000/330100/330106/inst-042"
+SOCKET_READ = 65536  # packets just under, at and just over 64 KiB: a common read size of socket code
 LAT, LON = 30.2741, 120.1551  # every position at the same place: no impossible_jump verdicts
 # ASCII ids, multi-byte ids, and one of 64 characters (192 bytes of UTF-8 in the topic)
 VEHICLE_IDS = [f"v-{i:03d}" for i in range(5)] + [f"浙A·{i:05d}" for i in range(5)] + ["车" * 64]
@@ -106,13 +106,13 @@ class Mix:
         head = 2 + len(topic_of(long_id).encode())
         specials = [
             lambda: self.array(40_000, 1),
-            lambda: self.array(READ_AHEAD - head - 2 - 1, 1, vid=long_id),  # fits the read-ahead
-            lambda: self.array(READ_AHEAD - head, 0, vid=long_id),  # exactly READ_AHEAD
-            lambda: self.array(READ_AHEAD - head - 2 + 1, 1, vid=long_id),  # one byte more: paho reads it
+            lambda: self.array(SOCKET_READ - head - 2 - 1, 1, vid=long_id),  # a whole packet just under 64 KiB
+            lambda: self.array(SOCKET_READ - head, 0, vid=long_id),  # exactly 64 KiB
+            lambda: self.array(SOCKET_READ - head - 2 + 1, 1, vid=long_id),  # one byte more
             lambda: self.array(100_000, 0),
             lambda: self.array(MAX_PAYLOAD_BYTES, 1),  # the largest accepted
             lambda: self.array(MAX_PAYLOAD_BYTES + 1, 1, reason="payload_too_large"),
-            lambda: self.single(2),  # QoS 2: paho's
+            lambda: self.single(2),  # QoS 2: PUBREC, PUBREL, then the PUBCOMP after the commit
             lambda: self.bad(b"", "bad_json", qos=0),
             lambda: self.bad(b"{", "bad_json"),
             lambda: self.bad(bytes(range(256)), "bad_json"),
@@ -201,30 +201,13 @@ def broker(tmp_path: Path, **kw) -> Mosquitto:
 # --- tests ---------------------------------------------------------------------------------------
 
 
-async def test_plain_tcp_connection_reads_the_socket_itself(tmp_path, ingest):
-    """If a paho or aiomqtt upgrade makes the fast intake fall back, this says so."""
-    mq = broker(tmp_path)
-    try:
-        col = GpsCollector(collector_cfg(mq.url), VEHICLES, ingest)
-        assert col.stats()["intake"] is None
-        task = await start(col)
-        assert col.stats()["intake"] == "socket"
-        mix = Mix(seed=1)
-        await publish(mq.port, [mix.single(1)])
-        await ingest.wait_for(1)
-        await stop(task)
-        assert_stored_once_in_order(ingest, mix.sent)
-    finally:
-        mq.stop()
-
-
-@pytest.mark.parametrize(("transport", "protocol", "intake"), [
-    ("tcp", MqttProtocol.v311, "socket"),
-    ("tcp", MqttProtocol.v5, "socket"),
-    ("tls", MqttProtocol.v311, "paho"),  # TLS: paho's reader, the collector's inbox
+@pytest.mark.parametrize(("transport", "protocol"), [
+    ("tcp", MqttProtocol.v311),
+    ("tcp", MqttProtocol.v5),
+    ("tls", MqttProtocol.v311),
 ], ids=["mqtt3.1.1", "mqtt5", "tls"])
 async def test_hostile_mix_offline_and_online_every_position_stored_once_in_order(
-        tmp_path, ingest, transport, protocol, intake):
+        tmp_path, ingest, transport, protocol):
     tls_cfg = tls_ctx = certs = None
     if transport == "tls":
         if not certs_mod.available():
@@ -246,7 +229,6 @@ async def test_hostile_mix_offline_and_online_every_position_stored_once_in_orde
         await publish(mq.port, mix.phase(800), v5, tls_ctx)
         col = GpsCollector(cfg, VEHICLES, ingest)  # a fresh process
         task = await start(col)
-        assert col.stats()["intake"] == intake
         await publish(mq.port, mix.phase(800), v5, tls_ctx)  # while it is up
 
         sent = mix.sent
@@ -258,7 +240,6 @@ async def test_hostile_mix_offline_and_online_every_position_stored_once_in_orde
 
         assert_stored_once_in_order(ingest, sent)
         s = col.stats()
-        assert s["intake"] == intake
         assert (s["received"], s["stored"], s["duplicates"], s["rejected_total"]) == \
             (len(sent), n_points, 0, n_dead)
         assert s["rejected"]["payload_too_large"] == 2
@@ -284,8 +265,9 @@ class SlowIngest:
 
 
 async def test_backlog_far_larger_than_the_read_ahead_stored_once_in_order(tmp_path, ingest):
-    """12,000 waiting messages and a slow disk: the collector stops reading at READ_AHEAD_MESSAGES
+    """12,000 waiting messages and a slow disk: the collector stops reading at MAX_WAITING
     and reads on as batches commit; nothing is dropped or reordered across the pauses."""
+    assert MAX_WAITING < 12_000
     mq = broker(tmp_path)
     try:
         cfg = collector_cfg(mq.url, qos=1)
@@ -301,7 +283,7 @@ async def test_backlog_far_larger_than_the_read_ahead_stored_once_in_order(tmp_p
         await stop(task)
         assert_stored_once_in_order(ingest, mix.sent)
         s = col.stats()
-        assert (s["intake"], s["received"], s["duplicates"]) == ("socket", len(mix.sent), 0)
+        assert (s["received"], s["duplicates"]) == (len(mix.sent), 0)
     finally:
         mq.stop()
 
@@ -328,7 +310,6 @@ async def test_mosquitto_restart_in_the_middle_of_a_backlog_loses_nothing_and_st
             assert time.monotonic() < deadline and not task.done(), "the backlog did not start coming in"
             await asyncio.sleep(0.005)
         committed, acked = ingest.outbox.committed, col.stats()["stored"]  # stored: committed and acknowledged
-        assert col.stats()["intake"] == "socket"
         mq.restart()  # SIGTERM (the session and its unacknowledged messages saved), then up on the same port
         assert acked < committed < len(mix.sent), "the restart did not fall in the middle of the backlog"
 
@@ -343,7 +324,6 @@ async def test_mosquitto_restart_in_the_middle_of_a_backlog_loses_nothing_and_st
         got = Counter((p.tags["vehicle"], p.time_ns) for p in ingest.points())
         assert got == Counter(k for m in mix.sent for k in m.keys)
         s = col.stats()
-        assert s["intake"] == "socket"  # after the reconnect too
         assert s["stored"] == len(mix.sent) and ingest.dead() == []
 
         # everything is acknowledged now: a fresh process (no memory of what it stored) gets nothing
@@ -354,16 +334,3 @@ async def test_mosquitto_restart_in_the_middle_of_a_backlog_loses_nothing_and_st
         assert again.stats()["received"] == 0
     finally:
         mq.stop()
-
-
-@pytest.mark.parametrize("raw,value,used", [(b"\x00", 0, 1), (b"\x7f", 127, 1), (b"\x80\x01", 128, 2),
-                                            (b"\xff\xff\xff\x7f", 268_435_455, 4)])
-def test_remaining_length_decodes_as_the_mqtt_spec_examples(raw, value, used):
-    from collector.gps.subscriber import _varint
-    assert _varint(raw + b"rest", 0, len(raw) + 4) == (value, used)
-
-
-def test_remaining_length_cut_short_waits_and_over_four_bytes_is_malformed():
-    from collector.gps.subscriber import _VARINT_BAD, _VARINT_SHORT, _varint
-    assert _varint(b"\x80\x80", 0, 2)[1] == _VARINT_SHORT
-    assert _varint(b"\xff\xff\xff\xff\x01", 0, 5)[1] == _VARINT_BAD

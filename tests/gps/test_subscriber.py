@@ -6,12 +6,13 @@ import asyncio
 import time
 from collections import Counter
 
+import orjson
 import pytest
 
 from collector.gps.subscriber import GpsCollector, parse_broker_url, topic_matches, vehicle_from_topic
 from edge.clock import FakeClock
 from edge.config import Mqtt, MqttProtocol, PayloadFormat, Tls, Topic, UnknownVehiclePolicy, Vehicle
-from edge.errors import ConfigError
+from edge.errors import ConfigError, OutboxFull
 from simulators.vehicles import Faults, VehicleFleet
 from tests.support.gps import start, stop
 
@@ -294,3 +295,119 @@ async def test_outbox_failure_acks_nothing_and_the_broker_redelivers(mosquitto, 
     await ingest.wait_for(st["positions"], timeout_s=30)
     await stop(task)
     assert stored_keys(ingest) == sent_keys(st)
+
+
+class FullOutbox:
+    """The real outbox behind a switch: while ``full``, every submit raises ``OutboxFull``."""
+
+    def __init__(self, ingest) -> None:
+        self.ingest, self.full, self.refused = ingest, True, Counter()
+
+    async def submit(self, points) -> None:
+        if self.full:
+            self.refused.update((p.tags["vehicle"], p.time_ns) for p in points)
+            raise OutboxFull("outbox full: 100 % of max_bytes")
+        await self.ingest.submit(points)
+
+    async def reject(self, **kw) -> None:
+        await self.ingest.reject(**kw)
+
+    def count(self, name: str, n: int = 1, **labels: str) -> None:
+        self.ingest.count(name, n, **labels)
+
+
+@pytest.mark.mosquitto
+async def test_outbox_full_acks_nothing_pauses_and_the_broker_redelivers_once_there_is_room(mosquitto, ingest):
+    fleet = VehicleFleet(20, mosquitto.url, clock=FakeClock(time.time_ns()), faults=Faults(gap_rate=0))
+    full = FullOutbox(ingest)
+    col = GpsCollector(mqtt_cfg(mosquitto.url), fleet_vehicles(fleet), full)
+    task = await start(col)
+    st = await fleet.run(ticks=3)
+    deadline = time.monotonic() + 20
+    # every position refused at least once, some twice: the broker redelivered what was not acknowledged
+    while set(full.refused) != set(sent_keys(st)) or max(full.refused.values()) < 2:
+        assert time.monotonic() < deadline, col.stats()
+        await asyncio.sleep(0.02)
+    s = col.stats()
+    assert s["paused"] == "outbox_full" and s["stored"] == 0 and ingest.outbox.committed == 0
+    assert s["outbox_full"] >= 2 and ingest.counters["gps_intake_paused"] == s["outbox_full"]
+    full.full = False  # the sink drained: there is room again
+    await ingest.wait_for(st["positions"], timeout_s=30)
+    await asyncio.sleep(0.3)
+    await stop(task)
+    assert stored_keys(ingest) == sent_keys(st)
+    assert max(stored_keys(ingest).values()) == 1
+    assert col.stats()["paused"] is None and col.stats()["submit_errors"] == 0
+
+
+# --- a scripted broker: what Mosquitto cannot be made to do on cue --------------------------------
+
+
+async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One MQTT packet: (first byte, everything after the remaining length)."""
+    b0 = (await reader.readexactly(1))[0]
+    length, shift = 0, 0
+    while True:
+        d = (await reader.readexactly(1))[0]
+        length |= (d & 127) << shift
+        shift += 7
+        if d < 128:
+            break
+    return b0, await reader.readexactly(length)
+
+
+def publish_qos2(topic: str, mid: int, payload: bytes) -> bytes:
+    t = topic.encode()
+    body = len(t).to_bytes(2, "big") + t + mid.to_bytes(2, "big") + payload
+    assert len(body) < 128
+    return bytes([0x34, len(body)]) + body
+
+
+async def test_qos2_message_whose_pubrel_comes_after_a_reconnect_is_delivered_and_completed(ingest):
+    """The connection drops between the edge's PUBREC and the broker's PUBREL; the broker sends
+    the PUBREL again when the session resumes (MQTT 3.1.1 4.4). The edge must deliver the message
+    then and complete it (PUBCOMP), or the message is lost and the broker waits on it for ever."""
+    payload = orjson.dumps({"time": int(time.time()), "lat": 30.27, "lon": 120.15})
+    completed = asyncio.Event()
+    connections: list[int] = []
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = len(connections)
+        connections.append(n)
+        try:
+            assert (await read_packet(reader))[0] == 0x10  # CONNECT
+            writer.write(bytes([0x20, 2, 1 if n else 0, 0]))  # CONNACK, session present on the second
+            if n:
+                writer.write(bytes([0x62, 2, 0, 7]))  # PUBREL 7 again, first thing on the resumed session
+            while True:
+                b0, body = await read_packet(reader)
+                if b0 == 0x82:  # SUBSCRIBE: grant QoS 2
+                    writer.write(bytes([0x90, 3]) + body[:2] + b"\x02")
+                    if not n:
+                        writer.write(publish_qos2("vehicles/v1/position", 7, payload))
+                elif b0 == 0x50 and body == b"\x00\x07" and not n:  # PUBREC 7: drop the line before PUBREL
+                    writer.transport.abort()
+                    return
+                elif b0 == 0x70 and body == b"\x00\x07":  # PUBCOMP 7
+                    completed.set()
+                elif b0 == 0xC0:
+                    writer.write(b"\xd0\x00")
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    col = GpsCollector(mqtt_cfg(f"mqtt://127.0.0.1:{port}", qos=2), [Vehicle(id="v1", org=ORG)], ingest)
+    task = asyncio.create_task(col.run())
+    try:
+        await asyncio.wait_for(completed.wait(), 10)
+        await ingest.wait_for(1)
+    finally:
+        await stop(task)
+        server.close()
+        await server.wait_closed()
+    assert len(connections) == 2
+    assert [(p.tags["vehicle"], p.fields["lat"]) for p in ingest.points()] == [("v1", 30.27)]
