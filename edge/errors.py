@@ -66,3 +66,8 @@ class StoreError(EdgeError):
 
 class OutboxError(EdgeError):
     """The durable outbox could not commit or read."""
+
+
+class OutboxFull(OutboxError):
+    """The outbox cannot take more now. Sources that can hold their data (MQTT, JT/T 808 terminals)
+    then do not acknowledge, and the sender keeps it and sends it again."""
