@@ -138,8 +138,12 @@ class Jt808Server:
             for c in list(self.conns):
                 c.close("shutdown", abort=True)
             tasks = [c.task for c in list(self.conns) if c.task is not None]
-            if tasks:
-                await asyncio.wait(tasks, timeout=5)
+            if tasks:  # a commit in flight may finish (its answer is lost: the terminal resends)
+                _, pending = await asyncio.wait(tasks, timeout=5)
+                for t in pending:
+                    t.cancel()
+                if pending:
+                    await asyncio.wait(pending, timeout=1)
             self.ready.clear()
             log.info("jt808 stopped")
 
@@ -175,9 +179,8 @@ class Jt808Server:
             await self._read_loop(conn)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             conn.close_reason = conn.close_reason or "reset"
-        except asyncio.CancelledError:
-            conn.close_reason = conn.close_reason or "shutdown"
-            raise
+        except asyncio.CancelledError:  # shutting down: the task ends here (asyncio's stream callback
+            conn.close_reason = conn.close_reason or "shutdown"  # would log a cancelled task as an error)
         except Exception:  # a bug of ours costs this connection, never the server
             log.exception("jt808 connection failed remote=%s", conn.addr)
             conn.close_reason = conn.close_reason or "internal_error"

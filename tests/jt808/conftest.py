@@ -67,7 +67,7 @@ def make_site(n_vehicles: int = 5, **jt808: Any) -> Site:
     """A site with ``n_vehicles`` vehicles on terminals 13800000000... and a jt808 section."""
     cfg = {"listen": "127.0.0.1:0", "heartbeat_s": 60, "handshake_timeout_s": 10, **jt808}
     lines = ["orgs:", "  - {path: '330000', name: Zhejiang}", "  - {path: '330000/330100', name: Hangzhou}",
-             "  - {path: '330000/330100/330106', name: Xihu}", f"  - {{path: '{ORG}', name: Inst}}", "vehicles:"]
+             "  - {path: '330000/330100/330106', name: Xihu}", f"  - {{path: '{ORG}', name: Inst}}", "vehicles:" if n_vehicles else "vehicles: []"]
     for i in range(n_vehicles):
         lines.append(f"  - {{id: car-{i:03d}, plate: '浙A·{10000 + i}', org: '{ORG}', terminal: '0138{i:08d}'}}")
     import yaml
@@ -208,6 +208,8 @@ class Client:
                 data = await asyncio.wait_for(self.reader.read(65536), timeout_s)
                 if not data:
                     return True
+        except TimeoutError:  # (an OSError too: first) still open
+            return False
         except (ConnectionError, OSError):
             return True
 
