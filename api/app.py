@@ -23,7 +23,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import problems
+from api import problems, terminals
 from api.context import ApiContext
 from api.keys import KeyError_, KeyStore, Principal, Role, keys_path_for
 from api.reads import (
@@ -125,6 +125,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     problems.install(app)
     problems.install_fallback(app)
+    app.include_router(terminals.router(ctx, guard))
     app.state.ctx = ctx
     app.state.guard = guard
 

@@ -313,7 +313,8 @@ class TerminalFleet:
 
     # -- running --------------------------------------------------------------------------------
     async def run(self, duration_s: float | None = None, drain_s: float = 30.0) -> dict[str, Any]:
-        """Run until ``duration_s`` (or ``stop()``), then up to ``drain_s`` more to deliver what is kept."""
+        """Run until ``duration_s`` (or ``stop()``), then up to ``drain_s`` more to deliver what is kept
+        (no new fixes then, and no outages: every terminal is back on the network)."""
         self._prefill()
         tasks = [asyncio.create_task(self._produce(t)) for t in self.terminals]
         senders = [asyncio.create_task(self._send(t)) for t in self.terminals]
@@ -330,6 +331,7 @@ class TerminalFleet:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             for term in self.terminals:
+                term.outage_until = 0.0  # the network comes back for the drain
                 term.wake.set()
             if drain_s > 0:
                 await asyncio.wait(senders, timeout=drain_s)
