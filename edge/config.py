@@ -305,6 +305,9 @@ class Jt808(Frozen):
     registration: Registration = Registration.known
     auth_codes: AuthCodes = AuthCodes.issued
     auth_store: str = Field(default="var/jt808_terminals.sqlite", description="auth codes issued, kept across restarts")
+    auth_secret: str | None = Field(default=None, description="shared by several edges behind a load balancer: auth "
+                                                              "codes are derived from it, so any edge accepts a code "
+                                                              "another issued (set it from the environment: ${VAR})")
     heartbeat_s: float = Field(default=60.0, gt=0, description="the heartbeat interval set on the terminals (parameter 0x0001)")
     idle_multiple: float = Field(default=3.0, ge=1, description="silent for heartbeat_s x this: offline, connection "
                                                                "closed, lost_signal raised")

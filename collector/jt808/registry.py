@@ -3,13 +3,17 @@
 A terminal registers once (0x0100), keeps the code the platform answered (0x8100) and
 authenticates with it on every connection (0x0102), for years. So the code must survive a
 restart of the edge: it is committed (WAL, ``synchronous=FULL``) before the 0x8100 carrying it
-is sent. Reads come from memory (loaded at start); writes are rare (a registration, a logout)
+is sent. Several edges behind a TCP load balancer each keep their own file; with a shared
+``jt808.auth_secret`` the codes are derived from it (``derived_code``), so a terminal that
+registered through one edge authenticates through any other. Reads come from memory (loaded at start); writes are rare (a registration, a logout)
 and run in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import secrets
 import sqlite3
 import threading
@@ -45,6 +49,12 @@ class Registered:
 def new_code() -> str:
     """A fresh auth code: 12 upper-case hex characters (terminals keep codes of 16 bytes and more)."""
     return secrets.token_hex(6).upper()
+
+
+def derived_code(secret: str, phone: str) -> str:
+    """The auth code of ``phone`` under a secret the edges share (``jt808.auth_secret``): every edge
+    behind a load balancer issues and accepts the same code, with nothing shared but the secret."""
+    return hmac.new(secret.encode(), phone.encode(), hashlib.sha256).hexdigest()[:16].upper()
 
 
 class Registry:

@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Sequence
 from collector.gps.codecs.positions import check_range
 from collector.gps.validate import check_point
 from collector.jt808 import protocol as P
-from collector.jt808.registry import Registered, Registry, new_code
+from collector.jt808.registry import Registered, Registry, derived_code, new_code
 from edge.config import AuthCodes, Jt808, Registration, Vehicle
 from edge.errors import PayloadError
 from edge.point import Point
@@ -86,11 +86,12 @@ class Policy:
     reassembly_messages: int = 4
     reassembly_bytes: int = 64 * 1024
     reassembly_timeout_s: float = 60.0
+    auth_secret: str | None = None  # codes derived from it (edges behind a balancer agree without sharing a file)
 
     @classmethod
     def from_config(cls, c: Jt808) -> "Policy":
         return cls(c.registration, c.auth_codes, c.max_age_report_days * 86400.0, c.max_age_batch_days * 86400.0,
-                   c.live_lag_s, c.max_future_s, c.max_speed_kmh)
+                   c.live_lag_s, c.max_future_s, c.max_speed_kmh, auth_secret=c.auth_secret)
 
 
 class Fleet:
@@ -244,7 +245,10 @@ class Session:
             out.errors.append(e.reason)
             self._answer(out, h, P.MESSAGE_ERROR, serials, now_ns, deferred=False)
             return
-        code = self.registry.code_of(t.phone) or self.make_code()  # registering again: the same code
+        code = self.registry.code_of(t.phone)  # registering again: the same code
+        if code is None:
+            secret = self.policy.auth_secret
+            code = derived_code(secret, t.phone) if secret else self.make_code()
         out.save.append(Registered(t.phone, code, now_ns, reg.plate, reg.model, reg.manufacturer, reg.terminal_id))
         t.model = reg.model
         self._note_version(t, h)
@@ -265,10 +269,12 @@ class Session:
             self._answer(out, h, P.MESSAGE_ERROR, serials, now_ns, deferred=False)
             return
         expected = self.registry.code_of(t.phone)
+        secret = self.policy.auth_secret
         deferred = False
-        if expected is None and self.policy.auth_codes is AuthCodes.adopt and a.code:
-            out.save.append(Registered(t.phone, a.code, now_ns))
-            deferred = True  # answered once the adopted code is kept
+        if expected is None and (self.policy.auth_codes is AuthCodes.adopt and a.code
+                                 or secret and a.code == derived_code(secret, t.phone)):
+            out.save.append(Registered(t.phone, a.code, now_ns))  # adopted, or issued by another edge
+            deferred = True  # answered once the code is kept
         elif expected is None or a.code != expected:
             out.errors.append("not_registered" if expected is None else "wrong_auth_code")
             self._answer(out, h, P.FAILURE, serials, now_ns, deferred=False)

@@ -20,6 +20,7 @@ from edge.errors import OutboxFull
 from edge.outbox import Outbox
 from edge.point import Point, parse_line
 from simulators import jt808_terminals as wire
+from tests.support.influx import influx_db, influx_server  # noqa: F401  (fixtures: the scale-out test's shared store)
 
 ORG = "330000/330100/330106/inst-042"
 

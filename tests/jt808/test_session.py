@@ -298,3 +298,26 @@ async def test_another_terminals_phone_on_an_authenticated_connection_is_refused
     assert await c.reply() == (s, wire.LOCATION, 1)
     assert srv.server.errors["phone_mismatch"] == 1
     c.close()
+
+
+async def test_edges_sharing_an_auth_secret_accept_each_others_codes(tmp_path, ingest):
+    """Behind a load balancer a terminal registers through one edge and comes back through another."""
+    from tests.jt808.conftest import start_server
+    site = make_site(auth_secret="county-secret")
+    a = await start_server(site, ingest, tmp_path / "a.sqlite")
+    b = await start_server(site, ingest, tmp_path / "b.sqlite")
+    other = await start_server(make_site(auth_secret="another"), ingest, tmp_path / "c.sqlite")
+    try:
+        c = await Client.connect(a.address)
+        code = await c.login()
+        c.close()
+        c = await Client.connect(b.address)
+        assert await c.authenticate(code) == 0  # b never saw this terminal register
+        assert b.registry.code_of("13800000000") == code  # and now remembers it
+        c.close()
+        c = await Client.connect(other.address)
+        assert await c.authenticate(code) == 1
+        c.close()
+    finally:
+        for r in (a, b, other):
+            await r.stop()
