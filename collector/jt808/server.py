@@ -48,6 +48,15 @@ PROXY_LINE_MAX = 108  # PROXY protocol v1: the longest header line
 SilentHook = Callable[[Terminal, int, float], Sequence[Point]]
 
 
+class _Pending:
+    """A connection's positions and dead letters waiting for the committer, and its answer."""
+
+    __slots__ = ("points", "dead", "topic", "fut")
+
+    def __init__(self, points: list[Point], dead: list[tuple[bytes, str]], topic: str, fut: asyncio.Future) -> None:
+        self.points, self.dead, self.topic, self.fut = points, dead, topic, fut
+
+
 class _Conn:
     __slots__ = ("reader", "writer", "addr", "session", "splitter", "opened", "last_frame", "partial_since",
                  "close_reason", "task")
@@ -95,7 +104,10 @@ class Jt808Server:
         self.duplicates = 0
         self.unacknowledged = 0  # positions whose commit failed: not acknowledged, the terminal resends
         self.bytes_read = 0
-        self.commits_in_flight = 0
+        self.commits = 0  # committer transactions
+        self.committed_items = 0  # connections' outcomes they carried
+        self._pending: list[_Pending] = []
+        self._wake = asyncio.Event()
         self.port: int | None = None
         self.ready = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -119,6 +131,8 @@ class Jt808Server:
             "backlog_stored": self.backlog,
             "duplicates": self.duplicates,
             "unacknowledged": self.unacknowledged,
+            "commits": self.commits,
+            "mean_terminals_per_commit": round(self.committed_items / self.commits, 1) if self.commits else None,
             "errors": dict(self.errors),
             "closed": dict(self.closed),
             "refused": dict(self.refused),
@@ -131,6 +145,7 @@ class Jt808Server:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("jt808 listening on %s:%s (registration %s)", cfg.host, self.port, cfg.registration.value)
         self.ready.set()
+        committer = asyncio.create_task(self._committer(), name="jt808-committer")
         try:
             await self._sweep_forever()
         finally:
@@ -144,6 +159,13 @@ class Jt808Server:
                     t.cancel()
                 if pending:
                     await asyncio.wait(pending, timeout=1)
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            for it in self._pending:
+                if not it.fut.done():
+                    it.fut.cancel()
+            self._pending = []
             self.ready.clear()
             log.info("jt808 stopped")
 
@@ -271,37 +293,21 @@ class Jt808Server:
             await conn.writer.drain()
 
     async def _commit(self, conn: _Conn, out: Outcome) -> bool:
+        """Registry changes, then the positions and dead letters through the committer; False when
+        any of it failed (then nothing of this outcome is acknowledged)."""
         t = conn.session.terminal
-        verdict = None
-        accepted: Sequence[Point] = ()
-        dead = list(out.dead)
-        dups = 0
-        self.commits_in_flight += 1
         try:
             for r in out.save:
                 await self.registry.save(r)
             for phone in out.drop:
                 await self.registry.drop(phone)
-            if out.points:
-                verdict = self.tracker.check(out.points)
-                accepted = verdict.accepted
-                for p, err in verdict.rejected:
-                    if err.reason == "duplicate":
-                        dups += 1
-                    else:
-                        self._error(err.reason)
-                        dead.append((p.to_line().encode("utf-8"), f"{err.reason}: {err.detail}"))
-            topic = t.phone if t is not None else ""
-            jobs = [self.ingest.reject(SOURCE, raw, reason, topic) for raw, reason in dead]
-            if accepted:
-                jobs.append(self.ingest.submit(list(accepted)))
-            if jobs:
-                results = await asyncio.gather(*jobs, return_exceptions=True)
-                for r in results:
-                    if isinstance(r, BaseException):
-                        raise r
-            if verdict is not None:
-                self.tracker.commit(verdict)
+            n = nb = dups = 0
+            if out.points or out.dead:
+                item = _Pending(out.points, out.dead, t.phone if t is not None else "",
+                                asyncio.get_running_loop().create_future())
+                self._pending.append(item)
+                self._wake.set()
+                n, nb, dups = await item.fut
         except EdgeError as e:
             n = len(out.points)
             self.unacknowledged += n
@@ -311,23 +317,73 @@ class Jt808Server:
             log.warning("jt808 not acknowledged: %s positions of terminal %s (%s: %s)", n,
                         t.phone if t is not None else "?", type(e).__name__, e)
             return False
-        finally:
-            self.commits_in_flight -= 1
-        n = len(accepted)
-        if n:
-            self.positions += n
-            self.ingest.count("jt808_positions_stored", n)
-        if dups:
-            self.duplicates += dups
-            self.ingest.count("jt808_duplicates", dups)
-        nb = sum(1 for p in accepted if "backlog" in p.fields) if out.backlog else 0
+        self.positions += n
         self.backlog += nb
+        self.duplicates += dups
         if t is not None and out.points:
             t.positions += n
             t.backlog_positions += nb
             if out.newest_fix_ns > (t.last_fix_ns or 0):
                 t.last_fix_ns = out.newest_fix_ns
         return True
+
+    async def _committer(self) -> None:
+        """One outbox commit for what every connection has waiting: the terminals' positions of the
+        last ``commit_window_ms`` (and whatever came in while the previous commit ran) go in one
+        ``ingest.submit``: one transaction, one fsync, one pass of the tracker, however many
+        terminals. Each connection waits for its part's result before it answers and reads on."""
+        window = self.cfg.commit_window_ms / 1000.0
+        while True:
+            await self._wake.wait()
+            if window > 0:
+                await asyncio.sleep(window)
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list["_Pending"]) -> None:
+        points = [p for it in batch for p in it.points]
+        owner = {id(p): k for k, it in enumerate(batch) for p in it.points} if len(batch) > 1 else None
+        dead = [(raw, reason, it.topic) for it in batch for raw, reason in it.dead]
+        verdict = self.tracker.check(points) if points else None
+        dups = [0] * len(batch)
+        if verdict is not None:
+            for p, err in verdict.rejected:
+                k = owner[id(p)] if owner is not None else 0
+                if err.reason == "duplicate":
+                    dups[k] += 1
+                else:
+                    self._error(err.reason)
+                    dead.append((p.to_line().encode("utf-8"), f"{err.reason}: {err.detail}", batch[k].topic))
+        accepted = verdict.accepted if verdict is not None else ()
+        self.commits += 1
+        self.committed_items += len(batch)
+        try:
+            if dead:
+                await asyncio.gather(*(self.ingest.reject(SOURCE, raw, reason, topic) for raw, reason, topic in dead))
+            if accepted:
+                await self.ingest.submit(list(accepted))
+            if verdict is not None:
+                self.tracker.commit(verdict)
+        except Exception as e:  # noqa: BLE001  every waiting connection learns it; none acknowledges
+            for it in batch:
+                if not it.fut.done():
+                    it.fut.set_exception(e)
+            return
+        if accepted:
+            self.ingest.count("jt808_positions_stored", len(accepted))
+        if any(dups):
+            self.ingest.count("jt808_duplicates", sum(dups))
+        per = [[0, 0] for _ in batch]
+        for p in accepted:
+            c = per[owner[id(p)] if owner is not None else 0]
+            c[0] += 1
+            if "backlog" in p.fields:
+                c[1] += 1
+        for k, it in enumerate(batch):
+            if not it.fut.done():
+                it.fut.set_result((per[k][0], per[k][1], dups[k]))
 
     def _online(self, conn: _Conn) -> None:
         t = conn.session.terminal

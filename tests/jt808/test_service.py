@@ -57,7 +57,7 @@ async def test_terminals_through_the_service_into_the_store_and_out_of_the_api(t
             t0 = r["items"][0]
             assert t0["vehicle"] == "car-000" and t0["protocol"] == "2019" and t0["protocol_version"] == 1
             assert t0["positions"] == len(ledger["13800000000"]["acked"]) and t0["backlog_positions"] >= 110
-            assert t0["last_authentication"] and t0["last_heartbeat"] is not None and t0["imei"]
+            assert t0["last_authentication"] and t0["last_report"] and t0["last_fix"] and t0["imei"]
             one = (await api.get("/v1/terminals/013800000001")).json()
             assert one["vehicle"] == "car-001" and one["plate"] == "浙A·10001"
             assert (await api.get("/v1/terminals/13999999999")).status_code == 404
