@@ -65,9 +65,9 @@ def check(config: Path = SiteOpt) -> None:
                       str(plan.register_count) if plan else "?", str(plan.request_count) if plan else "?")
         out.print(t)
     if site.vehicles:
-        t = Table("vehicle", "plate", "org", "home", title="vehicles")
+        t = Table("vehicle", "plate", "org", "home", "terminal", title="vehicles")
         for v in site.vehicles:
-            t.add_row(v.id, v.plate, v.org, v.home or "")
+            t.add_row(v.id, v.plate, v.org, v.home or "", v.terminal or "")
         out.print(t)
     mq = site.mqtt
     out.print(f"mqtt: {mq.broker} as {mq.client_id!r}, QoS {mq.qos}, topics: "
