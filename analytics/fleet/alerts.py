@@ -17,7 +17,8 @@ Rules (thresholds in ``AlertRules``; DOMAIN.md "overspeed", "idle time", "off-ho
 Speed is the reported one, or the step speed from the previous fix when the terminal sends none.
 Fixes older than the vehicle's last one, or without valid coordinates, are skipped and counted
 (``skipped``); so are fixes marked ``backlog`` (a blind-area upload after an outage: history,
-not the vehicle's present; they would make a vehicle that is back look silent since the outage). Each alert carries its evidence: the numbers that made the rule fire.
+not the vehicle's present; they would make a vehicle that is back look silent since the outage).
+Each alert carries its evidence: the numbers that made the rule fire.
 """
 
 from __future__ import annotations

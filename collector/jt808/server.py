@@ -31,13 +31,13 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 from collector.gps.validate import Tracker
+from collector.jt808.protocol import FrameSplitter
 from collector.jt808.registry import Registry
 from collector.jt808.session import AUTHENTICATED, NS, Fleet, Outcome, Policy, Session, Terminal
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Jt808, ProxyProtocol, Vehicle
 from edge.errors import EdgeError, OutboxFull, PayloadError
 from edge.point import Point
-from collector.jt808.protocol import FrameSplitter
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +403,12 @@ class Jt808Server:
         every = max(0.05, min(cfg.handshake_timeout_s, cfg.frame_timeout_s, cfg.idle_s) / 4)
         while True:
             await self.clock.sleep(every)
-            await self.sweep()
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in a sweep costs that sweep, never the terminals' connections
+                log.exception("jt808 sweep failed")
 
     async def sweep(self) -> None:
         """Close connections past their limits; tell of terminals silent too long."""

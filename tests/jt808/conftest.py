@@ -15,7 +15,7 @@ import pytest
 
 from collector.jt808.registry import Registry
 from collector.jt808.server import Jt808Server
-from edge.config import Jt808, Site, parse_site
+from edge.config import Site, parse_site
 from edge.errors import OutboxFull
 from edge.outbox import Outbox
 from edge.point import Point, parse_line

@@ -222,3 +222,42 @@ def test_bad_bcd_time_and_malformed_extras():
         P.parse_location(body + bytes.fromhex("25010100005a"))  # 0x5a is not BCD
     loc = P.parse_location(body + bytes.fromhex("250101000000") + bytes.fromhex("310109" "0104000000"))
     assert loc.extras == {0x31: b"\x09"} and "past the end" in loc.bad_extras  # the position stands
+
+
+# --- the session state machine on any input ----------------------------------------------------------
+
+
+def _session(tmp_path_factory):
+    from collector.jt808.registry import Registry
+    from collector.jt808.session import Fleet, Policy, Session
+    from edge.config import AuthCodes, Registration
+    reg = Registry(tmp_path_factory.mktemp("reg") / "r.sqlite")
+    return Session(Fleet((), Registration.open), reg, Policy(Registration.open, AuthCodes.adopt)), reg
+
+
+_MSGS = st.sampled_from([P.REGISTER, P.AUTHENTICATE, P.HEARTBEAT, P.LOGOUT, P.LOCATION, P.LOCATION_BATCH, 0x0900, 0x0001])
+
+
+@given(frames=st.lists(st.tuples(_MSGS, st.binary(max_size=80), st.booleans(), st.integers(0, 255)), max_size=12),
+       junk=st.lists(st.binary(max_size=40), max_size=4))
+def test_any_conversation_is_answered_or_counted_never_a_crash(tmp_path_factory, frames, junk):
+    from collector.jt808.session import Outcome
+    s, reg = _session(tmp_path_factory)
+    try:
+        out = Outcome()
+        now = 1_764_000_000 * 10**9
+        for k, (msg, body, v2019, flip) in enumerate(frames):
+            raw = P.encode_frame(msg, "13800000001", k, body, version=1 if v2019 else None)
+            seg = raw[1:-1]
+            if flip:  # a damaged byte somewhere
+                i = flip % len(seg)
+                seg = seg[:i] + bytes([seg[i] ^ 0x41]) + seg[i + 1:]
+            s.handle(seg.replace(b"\x7e", b""), now, out)
+        for j in junk:
+            s.handle(j.replace(b"\x7e", b"") or b"\x00", now, out)
+        assert out.frames == len(frames) + len(junk)
+        for a in out.replies + out.acks:  # every answer is a sound frame
+            f = P.parse_frame(P.unescape(a[1:-1]))
+            assert f.header.msg_id in (P.PLATFORM_REPLY, P.REGISTER_REPLY)
+    finally:
+        reg.close()
