@@ -30,8 +30,8 @@ lock:
 	  --python-version 3.11 --generate-hashes -o $(LOCK) \
 	  $(if $(PACKAGE),--upgrade-package $(PACKAGE),--upgrade)
 
-# Mosquitto, InfluxDB 1.x, mbpoll, Chromium, a CJK font (dashboard screenshots) and faketime (the demo run at a
-# later date: tests/e2e/test_demo.py) from Debian, only when missing.
+# Mosquitto, InfluxDB 1.x, mbpoll, HAProxy (the JT/T 808 scale-out test), Chromium, a CJK font (dashboard
+# screenshots) and faketime (the demo run at a later date: tests/e2e/test_demo.py) from Debian, only when missing.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto mosquitto-clients"; \
@@ -40,6 +40,7 @@ system-deps:
 	command -v chromium >/dev/null || missing="$$missing chromium chromium-driver"; \
 	[ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing="$$missing fonts-wqy-microhei"; \
 	command -v faketime >/dev/null || missing="$$missing faketime"; \
+	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing from Debian:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \

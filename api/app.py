@@ -23,7 +23,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import problems
+from api import problems, terminals
 from api.context import ApiContext
 from api.keys import KeyError_, KeyStore, LastAdminKey, Principal, Role, keys_path_for
 from api.reads import (NS, BadCursor, Row, decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, field_names, iso,
@@ -103,6 +103,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     problems.install_fallback(app)
     if auth:
         document_security(app)
+    app.include_router(terminals.router(ctx, guard))
     app.state.ctx = ctx
     app.state.guard = guard
 

@@ -3,7 +3,9 @@
 ``site``, ``live``, ``health``, ``query``, ``metrics_text`` and ``extras`` are what the service
 and the demo pass. ``extras`` may hold ``service`` (the ``edge.app.service.EdgeService``: its
 ``outbox`` for dead letters, ``modbus.health()`` for per-meter status, ``ingest`` for audit
-points) and ``ingest`` (an ``edge.ingest.Ingest`` to use when there is no service).
+points, ``jt808`` for the terminals of ``/v1/terminals``), ``ingest`` (an ``edge.ingest.Ingest``
+to use when there is no service) and ``terminals`` (a callable listing JT/T 808 terminals, when
+there is no service).
 The rest have defaults: ``keys`` (an ``api.keys.KeyStore``; when None and ``site.api.auth`` is on,
 one is opened at ``api.keys.keys_path_for(site)``), ``auth`` (None: follow ``site.api.auth``),
 the per-key rate limit, and the size of the live ring buffer.

@@ -169,7 +169,9 @@ class Vehicle(Frozen):
     home: str | None = Field(default=None, description="name of the home geofence")
     in_service: bool = True
     mileage_source: MileageSource | None = Field(default=None, description="overrides fleet.mileage_source for this vehicle")
-    terminal: str | None = Field(default=None, description="JT/T 808 terminal phone number (BCD), when it reports over a gateway")
+    terminal: str | None = Field(default=None, pattern=r"^[0-9]{1,20}$",
+                                 description="JT/T 808 terminal phone number (the BCD digits of its header; leading zeros "
+                                             "do not matter), over the TCP access server (jt808:) or a gateway over MQTT")
 
 
 # --- infrastructure ----------------------------------------------------------------------------
@@ -224,6 +226,7 @@ class Mqtt(Frozen):
     topics: tuple[Topic, ...] = (Topic(pattern="vehicles/+/position"),)
     unknown_vehicles: UnknownVehiclePolicy = UnknownVehiclePolicy.accept
     max_speed_kmh: float = 200.0
+    max_age_days: float = Field(default=7.0, gt=0, description="oldest fix accepted (gateways forward stored fixes late)")
 
 
 class StoreKind(str, Enum):
@@ -291,6 +294,73 @@ class Api(Frozen):
     audit_max_rows: int = Field(default=100_000, ge=100, description="the audit table keeps its newest rows; "
                                 "older ones are deleted and counted")
     upstream: Upstream | None = None
+
+
+class Registration(str, Enum):
+    known = "known"  # only terminals listed as vehicles[].terminal
+    open = "open"    # any terminal; an unlisted one is stored under its phone number, org "unknown"
+
+
+class AuthCodes(str, Enum):
+    issued = "issued"  # only codes this edge issued at registration (0x8100)
+    adopt = "adopt"    # a terminal with no code on record is admitted with the code it presents, which is kept
+    # (a fleet moved from another platform, whose terminals authenticate without registering again)
+
+
+class ProxyProtocol(str, Enum):
+    off = "off"
+    v1 = "v1"  # HAProxy's PROXY protocol v1 line (``send-proxy``): the terminal's own address behind a balancer
+
+
+class Jt808(Frozen):
+    """The JT/T 808 access server: vehicle terminals over TCP (docs/gps.md, "Terminals over TCP")."""
+
+    listen: str = Field(default="0.0.0.0:6808", description="host:port the terminals are configured with; port 0 picks one")
+    registration: Registration = Registration.known
+    auth_codes: AuthCodes = AuthCodes.issued
+    auth_store: str = Field(default="var/jt808_terminals.sqlite", description="auth codes issued, kept across restarts")
+    auth_secret: str | None = Field(default=None, description="shared by several edges behind a load balancer: auth "
+                                                              "codes are derived from it, so any edge accepts a code "
+                                                              "another issued (set it from the environment: ${VAR})")
+    heartbeat_s: float = Field(default=60.0, gt=0, description="the heartbeat interval set on the terminals (parameter 0x0001)")
+    idle_multiple: float = Field(default=3.0, ge=1, description="silent for heartbeat_s x this: offline, connection "
+                                                               "closed, lost_signal raised")
+    handshake_timeout_s: float = Field(default=30.0, gt=0, description="from connect to a successful authentication")
+    frame_timeout_s: float = Field(default=30.0, gt=0, description="a frame begun must be complete within this")
+    max_connections: int = Field(default=20_000, gt=0)
+    max_per_address: int = Field(default=256, gt=0, description="connections from one address (carrier NAT puts many "
+                                                                "terminals behind one)")
+    max_frame_bytes: int = Field(default=4096, ge=2100, description="escaped frame size limit (the standard's largest is about 2,100)")
+    max_age_report_days: float = Field(default=30.0, gt=0, description="oldest fix accepted in a 0x0200 report "
+                                                                       "(terminals resend stored fixes as reports too)")
+    max_age_batch_days: float = Field(default=60.0, gt=0, description="oldest fix accepted in a 0x0704 batch (blind-area backlog)")
+    live_lag_s: float = Field(default=300.0, gt=0, description="a fix older than this on arrival is marked backlog=true")
+    max_future_s: float = Field(default=300.0, ge=0, description="a fix further ahead of our clock is refused")
+    max_speed_kmh: float = Field(default=200.0, gt=0)
+    proxy_protocol: ProxyProtocol = ProxyProtocol.off
+    commit_window_ms: float = Field(default=20.0, ge=0, le=1000, description="positions of every terminal arriving "
+                                                                              "within this share one outbox commit "
+                                                                              "(acknowledged after it)")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen {v!r}: expected host:port, e.g. 0.0.0.0:6808 or [::]:6808")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def idle_s(self) -> float:
+        return self.heartbeat_s * self.idle_multiple
 
 
 class Analytics(Frozen):
@@ -377,6 +447,7 @@ class Site(Frozen):
     api: Api = Api()
     analytics: Analytics = Analytics()
     fleet: Fleet = Fleet()
+    jt808: Jt808 | None = None
 
     def meter_org(self, m: Meter) -> str:
         if m.org:
@@ -434,6 +505,14 @@ def _cross_check(site: Site) -> list[tuple[tuple, str]]:
             errs.append((("vehicles", i, "org"), f"unknown org {v.org!r}"))
         if v.home is not None and v.home not in fences:
             errs.append((("vehicles", i, "home"), f"unknown geofence {v.home!r}"))
+    terminals: dict[str, int] = {}
+    for i, v in enumerate(site.vehicles):
+        if v.terminal is not None:
+            t = v.terminal.lstrip("0") or "0"
+            if t in terminals:
+                errs.append((("vehicles", i, "terminal"), f"terminal {v.terminal!r} is also vehicles[{terminals[t]}]'s"))
+            else:
+                terminals[t] = i
     for i, g in enumerate(site.geofences):
         if g.org is not None and g.org not in orgs:
             errs.append((("geofences", i, "org"), f"unknown org {g.org!r}"))

@@ -69,4 +69,5 @@ class OutboxError(EdgeError):
 
 
 class OutboxFull(OutboxError):
-    """The outbox is full and the source can hold its data: don't acknowledge."""
+    """The outbox cannot take more now. Sources that can hold their data (MQTT, JT/T 808 terminals)
+    then do not acknowledge, and the sender keeps it and sends it again."""

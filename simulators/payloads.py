@@ -106,7 +106,9 @@ def _bcd(digits: str) -> bytes:
     return bytes(int(digits[i]) << 4 | int(digits[i + 1]) for i in range(0, len(digits), 2))
 
 
-def encode_jt808(f: Fix, *, version: int = 2013, serial: int = 0, alarm: int = 0) -> bytes:
+def jt808_location_body(f: Fix, *, alarm: int = 0) -> bytes:
+    """A 0x0200 body (JT/T 808 table 23): alarm, status, position, time in GMT+8, extra items
+    0x01 odometer, 0x02 fuel, 0x30 signal, 0x31 satellites."""
     status = (1 if f.acc else 0) | 2 | (4 if f.lat < 0 else 0) | (8 if f.lon < 0 else 0)
     local = datetime.fromtimestamp(f.time_ns // 1_000_000_000, GMT8)
     body = struct.pack(">IIIIHHH", alarm, status, round(abs(f.lat) * 1e6), round(abs(f.lon) * 1e6),
@@ -115,6 +117,11 @@ def encode_jt808(f: Fix, *, version: int = 2013, serial: int = 0, alarm: int = 0
     body += bytes([0x01, 4]) + struct.pack(">I", int(round(f.odometer_km * 10)))
     body += bytes([0x02, 2]) + struct.pack(">H", int(round(f.fuel_l * 10)))
     body += bytes([0x30, 1, 25, 0x31, 1, f.satellites])
+    return body
+
+
+def encode_jt808(f: Fix, *, version: int = 2013, serial: int = 0, alarm: int = 0) -> bytes:
+    body = jt808_location_body(f, alarm=alarm)
     if version == 2019:
         props = len(body) | (1 << 14)
         header = struct.pack(">HH", 0x0200, props) + bytes([1]) + _bcd(f.vehicle.rjust(20, "0")) + struct.pack(">H", serial)

@@ -219,6 +219,17 @@ class VehicleFleet:
         return Fix(car.id, t_ns, lat, lon, round(speed, 1), round(car.heading, 1), car.acc,
                    car.odometer_km, car.fuel_l, 8.0 + rng.uniform(-1, 1), rng.randint(7, 16))
 
+    def advance(self, car: _Car, dt: float, t_ns: int, step_s: float = 1.0) -> None:
+        """Move ``car`` through ``dt`` seconds ending at ``t_ns``, in steps of at most ``step_s``
+        (a terminal reports every 30 s or more; the car still drives second by second)."""
+        n = max(1, int(math.ceil(dt / step_s)))
+        for k in range(n):
+            self._step(car, dt / n, t_ns - int((n - 1 - k) * dt / n * 1e9))
+
+    def fix(self, car: _Car, t_ns: int) -> Fix:
+        """Where ``car`` is at ``t_ns``, as its terminal would report it (GPS noise included)."""
+        return self._fix(car, t_ns)
+
     # -- publishing ---------------------------------------------------------------------------
     def _take(self, kind: str, rate: float) -> bool:
         if self._demand[kind] > 0:

@@ -10,12 +10,15 @@ Rules (thresholds in ``AlertRules``; DOMAIN.md "overspeed", "idle time", "off-ho
   episode (an episode ends after ``rest_s`` standing still or when working time starts).
 - ``lost_signal``: no fix for ``lost_signal_s`` while the vehicle was last seen active (ACC on or
   moving); checked by ``tick(now_ns)`` from the caller's clock. A parked car whose terminal
-  sleeps is not lost.
+  sleeps is not lost. A JT/T 808 terminal whose connection goes silent (no heartbeat, no report
+  for its configured interval) raises it too, through ``terminal_silent``.
 - ``geofence_enter`` / ``geofence_leave``: crossing a configured fence (analytics.fleet.geofence).
 
 Speed is the reported one, or the step speed from the previous fix when the terminal sends none.
 Fixes older than the vehicle's last one, or without valid coordinates, are skipped and counted
-(``skipped``). Each alert carries its evidence: the numbers that made the rule fire.
+(``skipped``); so are fixes marked ``backlog`` (a blind-area upload after an outage: history,
+not the vehicle's present; they would make a vehicle that is back look silent since the outage).
+Each alert carries its evidence: the numbers that made the rule fire.
 """
 
 from __future__ import annotations
@@ -127,6 +130,9 @@ class AlertEngine:
         vid = p.tags.get("vehicle", "")
         if "org" in p.tags:
             self.orgs.setdefault(vid, p.tags["org"])
+        if p.fields.get("backlog") is True:
+            self.skipped += 1
+            return []
         try:
             fix = fix_from_point(p)
         except PayloadError:
@@ -211,6 +217,22 @@ class AlertEngine:
         s.active = fix.acc is True or (fix.acc is None and v >= r.moving_kmh)
         s.last = fix
         return out
+
+    def terminal_silent(self, vehicle: str, now_ns: int, silent_s: float, last_seen_ns: int | None = None) -> list[Alert]:
+        """``lost_signal`` for a vehicle whose terminal went silent on its connection: no heartbeat
+        and no report for longer than its configured interval (the access server tells, once per
+        silence). Parked or not: a terminal that heartbeats is not silent. It counts as the
+        vehicle's lost-signal episode, so ``tick`` does not raise it again before the next fix."""
+        s = self.state(vehicle)
+        s.lost_raised = True
+        ev: dict[str, float | int | str | bool] = {"silent_s": round(silent_s, 1), "source": "terminal"}
+        if last_seen_ns is not None:
+            ev["last_ns"] = last_seen_ns
+        if s.last is not None:
+            ev["lat"], ev["lon"] = s.last.lat, s.last.lon
+        since = f", last heard at {_fmt_t(last_seen_ns)}" if last_seen_ns is not None else ""
+        return [Alert("lost_signal", vehicle, self.orgs.get(vehicle, ""), now_ns,
+                      f"{vehicle}: terminal silent for {silent_s:.0f} s (no heartbeat, no report){since}", ev)]
 
     def tick(self, now_ns: int) -> list[Alert]:
         """Raise ``lost_signal`` for active vehicles silent for ``lost_signal_s``."""

@@ -145,7 +145,8 @@ def spans(steps: OdometerSteps, t_ns: np.ndarray, first: np.ndarray, last: np.nd
     k = len(first)
     ridx = np.flatnonzero(steps.reading)
     cg = np.concatenate([[0], np.cumsum(steps.glitch)])
-    glitches = cg[last + 1] - cg[first] if k else np.zeros(0, dtype=np.int64)
+    top = len(cg) - 1  # rows 0..0 of empty tracks (vehicles without a fix) count nothing
+    glitches = cg[np.minimum(last + 1, top)] - cg[np.minimum(first, top)] if k else np.zeros(0, dtype=np.int64)
     lo = np.searchsorted(ridx, first, side="left")
     hi = np.searchsorted(ridx, last, side="right") - 1
     count = np.maximum(hi - lo + 1, 0)

@@ -7,7 +7,7 @@ const QUOTA_KWH_M2_YEAR = 70; // GB/T 51161-2016 constraint value, office A-clas
 const CHART_WINDOW_MS = 2 * 3600 * 1000;
 const state = {
   site: null, key: localStorage.getItem("sensing-edge-key") || "",
-  buildings: [], meters: [], vehicles: [], latestMeters: {}, latestVehicles: {}, series: {}, trails: {},
+  buildings: [], meters: [], vehicles: [], latestMeters: {}, latestVehicles: {}, series: {}, trails: {}, terminals: {},
   indicators: {}, yearIndicators: {}, health: {}, source: null, tiles: {},
 };
 
@@ -244,9 +244,30 @@ function renderVehicles() {
     const status = p ? p.status : "unknown";
     tb.append(el("tr", { "data-vehicle": v.id },
       el("td", {}, v.plate), el("td", {}, v.id), el("td", {}, el("span", { class: `status ${status}` }, status)),
-      el("td", { class: "speed" }, fmt(p && p.speed_kmh, 0)), el("td", { class: "fix" }, p ? hhmm(p.time) : "—")));
+      el("td", { class: "speed" }, fmt(p && p.speed_kmh, 0)), el("td", { class: "fix" }, p ? hhmm(p.time) : "—"),
+      el("td", { class: "terminal" }, terminalBadge(state.terminals[v.id]))));
   }
   drawMap();
+}
+
+// JT/T 808 terminal of a vehicle (GET /v1/terminals): online or offline, with what the dispatcher asks next
+function terminalBadge(t) {
+  if (!t) return "—";
+  const st = t.status === "online" ? "up" : (t.status === "offline" ? "offline" : "unknown");
+  const title = [`terminal ${t.phone}`, t.protocol ? `JT/T 808-${t.protocol}` : null,
+    t.remote_address ? `from ${t.remote_address}` : null, `last heard ${hhmm(t.last_seen)}`,
+    `heartbeat ${hhmm(t.last_heartbeat)}`, `report ${hhmm(t.last_report)}`].filter(Boolean).join(" · ");
+  return el("span", { class: `status ${st}`, title }, t.status.replace("_", " "));
+}
+
+async function loadTerminals() {
+  const list = await pages("/v1/terminals");
+  state.terminals = {};
+  for (const t of list) state.terminals[t.vehicle] = t;
+  for (const row of document.querySelectorAll("#vehicle-table tr[data-vehicle]")) {
+    const cell = row.querySelector(".terminal");
+    if (cell) cell.replaceChildren(terminalBadge(state.terminals[row.getAttribute("data-vehicle")]));
+  }
 }
 
 function addAlert(a, fresh) {
@@ -264,6 +285,7 @@ async function loadFleet() {
     pages(`/v1/trips?from=${today}`), pages(`/v1/alerts?from=${today}`)]);
   state.vehicles = vehicles;
   for (const p of latest || []) { state.latestVehicles[p.vehicle] = p; state.trails[p.vehicle] = [[p.lat, p.lon]]; }
+  await loadTerminals().catch(() => {});
   const tb = $("#trip-table tbody");
   tb.replaceChildren();
   for (const t of trips) {
@@ -343,6 +365,7 @@ async function main() {
   $("#scope").textContent = state.site.scope ? `scope ${state.site.scope} (${state.site.role})` : "";
   await Promise.all([loadEnergy(), loadFleet()]);
   connect();
+  setInterval(() => loadTerminals().catch(() => {}), 30000); // online/offline is not in the live stream
   document.body.dataset.ready = "1";
 }
 

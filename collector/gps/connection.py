@@ -98,7 +98,7 @@ class MqttConnection:
         self.close_reason: str | None = None  # set once the connection is gone
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        self._sock: Any = None  # this connection's socket (the client is reused: later ones are not ours)
+        self._socket: Any = None  # this connection's socket (the client is reused: later ones are not ours)
         self._fd = -1  # the socket being watched
         self._reading = False
         self._paused = False
@@ -233,7 +233,7 @@ class MqttConnection:
             client.ack(msg.mid, 2)
 
     def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
-        self._sock = sock
+        self._socket = sock
         self._call(self._watch, sock.fileno())
 
     def _on_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
@@ -352,7 +352,7 @@ class MqttConnection:
         self._set_closed(reason)
         self._stop_reading()
         self._unwatch(self._fd)
-        sock = self._sock
+        sock = self._socket
         if sock is not None and self.client.socket() is sock:  # paho still holds it: it has not closed it
             sock.close()  # paho closes it (again, harmlessly) when it next connects
         if self._misc is not None and not self._misc.done():

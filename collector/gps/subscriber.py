@@ -348,6 +348,7 @@ class GpsCollector:
         out = []
         terminals, vehicles, gcj = self.terminals, self.vehicles, r.crs is Crs.gcj02
         max_speed = self.mqtt.max_speed_kmh
+        max_past_s = self.mqtt.max_age_days * 86400.0
         for k, (v_raw, t, fields) in enumerate(items):
             v_id = terminals.get(v_raw, v_raw) if terminals else v_raw
             veh = vehicles.get(v_id)
@@ -363,7 +364,7 @@ class GpsCollector:
                 lat, lon = gcj02_to_wgs84(float(fields["lat"]), float(fields["lon"]))  # type: ignore[arg-type]
                 fields = {**fields, "lat": round(lat, 7), "lon": round(lon, 7)}
             q = Point(MEASUREMENT if measurements is None else measurements[k], {"vehicle": v_id, "org": org}, fields, t)
-            check_point(q, now_ns, max_speed_kmh=max_speed)
+            check_point(q, now_ns, max_speed_kmh=max_speed, max_past_s=max_past_s)
             out.append(q)
         return out
 

@@ -65,14 +65,18 @@ def check(config: Path = SiteOpt) -> None:
                       str(plan.register_count) if plan else "?", str(plan.request_count) if plan else "?")
         out.print(t)
     if site.vehicles:
-        t = Table("vehicle", "plate", "org", "home", title="vehicles")
+        t = Table("vehicle", "plate", "org", "home", "terminal", title="vehicles")
         for v in site.vehicles:
-            t.add_row(v.id, v.plate, v.org, v.home or "")
+            t.add_row(v.id, v.plate, v.org, v.home or "", v.terminal or "")
         out.print(t)
     mq = site.mqtt
     out.print(f"mqtt: {mq.broker} as {mq.client_id!r}, QoS {mq.qos}, topics: "
               + ", ".join(f"{tp.pattern} ({tp.format.value})" for tp in mq.topics)
               + (f", shared group {mq.shared_group}" if mq.shared_group else ""))
+    if site.jt808 is not None:
+        j = site.jt808
+        out.print(f"jt808: terminals connect to {j.listen} (registration {j.registration.value}, "
+                  f"{sum(1 for v in site.vehicles if v.terminal)} listed, heartbeat {j.heartbeat_s:g} s)")
     st = site.store
     out.print(f"store: {st.kind.value} " + (st.path if st.kind.value == "embedded" else st.url or ""))
     out.print(f"outbox: {site.outbox.path} (max {site.outbox.max_bytes / 2**20:.0f} MiB)")

@@ -34,6 +34,8 @@ from api.context import ApiContext
 from api.keys import KeyStore, keys_path_for
 from api.upstream import Upstream
 from collector.gps.subscriber import GpsCollector
+from collector.jt808.registry import Registry
+from collector.jt808.server import Jt808Server
 from collector.modbus.service import ModbusCollector
 from edge.broker import EmbeddedBroker, free_port
 from edge.clock import SYSTEM_CLOCK, Clock
@@ -145,6 +147,7 @@ class EdgeService:
         self.deliverer = Deliverer.from_config(self.outbox, self.sink, store_cfg, self.metrics, self.clock)
         self.modbus = None
         self.gps = None
+        self.jt808: Jt808Server | None = None
         self.broker = None  # edge.broker.EmbeddedBroker when the site says mqtt.broker: embedded (and has vehicles)
         self._stop = asyncio.Event()
         self._api_server = None
@@ -177,6 +180,9 @@ class EdgeService:
                 out.extend(a.to_point() for a in self.alerts.feed_point(p))
         return out
 
+    def _terminal_silent(self, t, now_ns: int, silent_s: float) -> list[Point]:
+        return [a.to_point() for a in self.alerts.terminal_silent(t.vehicle, now_ns, silent_s, t.last_seen_ns)]
+
     async def _alert_ticks(self) -> None:
         """Alerts that come from silence (lost signal) need a clock, not a fix."""
         while True:
@@ -204,6 +210,10 @@ class EdgeService:
             self.gps = GpsCollector(self.site.mqtt, self.site.vehicles, self.ingest, clock=self.clock,
                                     broker_url=self._broker_url())
             self.components.append(Component("gps", self.gps.run, self.gps.stats))
+        if self.site.jt808 is not None:
+            self.jt808 = Jt808Server(self.site.jt808, self.site.vehicles, self.ingest, Registry(self._path(self.site.jt808.auth_store)),
+                                     clock=self.clock, on_silent=self._terminal_silent if self.alerts is not None else None)
+            self.components.append(Component("jt808", self.jt808.run, self.jt808.stats))
         self.indicators = IndicatorJob(self.site, self.query, self.ingest, clock=self.clock)
         self.ingest.observers.append(self.indicators.observe)
         self.components.append(Component("indicators", self.indicators.run,
@@ -302,7 +312,7 @@ class EdgeService:
 
     def api_context(self):
         return ApiContext(site=self.site, live=self.live, health=self.health, query=self.query,
-                          metrics_text=self.metrics.text, extras={"service": self},
+                          metrics_text=self.metrics.prometheus_text, extras={"service": self},
                           keys=KeyStore(keys_path_for(self.site, self.data_dir)), auth=self.site.api.auth,
                           rate_per_s=self.site.api.rate_per_s, rate_burst=self.site.api.rate_burst)
 
@@ -398,6 +408,8 @@ class EdgeService:
             await self.sink.aclose()
         with contextlib.suppress(Exception):
             await self.query.aclose()
+        if self.jt808 is not None:
+            self.jt808.registry.close()
         self.outbox.close()
         log.info("edge stopped")
 

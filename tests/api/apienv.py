@@ -17,6 +17,7 @@ from argon2 import PasswordHasher
 
 from api.context import ApiContext
 from api.keys import KeyStore
+from collector.jt808.session import Fleet
 from edge.config import Api, Building, Meter, Org, Site, SiteInfo, Transport, Vehicle
 from edge.live import LiveState
 from edge.point import Point
@@ -46,9 +47,9 @@ def make_site(auth: bool = False) -> Site:
                 Meter(id="m-hq-hvac", profile="acrel-adl400", building="hq", transport=t, interval_s=60),
                 Meter(id="m-b7", profile="chint-dtsu666", building="b7", transport=t, interval_s=60),
                 Meter(id="m-x", profile="chint-dtsu666", building="bx", transport=t, interval_s=60)),
-        vehicles=(Vehicle(id="veh-01", plate="浙A·D0001", org=INST42),
-                  Vehicle(id="veh-07", plate="浙A·G0007", org=INST07),
-                  Vehicle(id="veh-x", plate="浙A·X0000", org=TRICK)),
+        vehicles=(Vehicle(id="veh-01", plate="浙A·D0001", org=INST42, terminal="13800000001"),
+                  Vehicle(id="veh-07", plate="浙A·G0007", org=INST07, terminal="13800000007"),
+                  Vehicle(id="veh-x", plate="浙A·X0000", org=TRICK, terminal="13800000009")),
         api=Api(auth=auth),
     )
 
@@ -56,6 +57,7 @@ def make_site(auth: bool = False) -> Site:
 METER_ORG = {"m-hq-main": INST42, "m-hq-hvac": INST42, "m-b7": INST07, "m-x": TRICK}
 METER_BUILDING = {"m-hq-main": "hq", "m-hq-hvac": "hq", "m-b7": "b7", "m-x": "bx"}
 VEHICLE_ORG = {"veh-01": INST42, "veh-07": INST07, "veh-x": TRICK}
+VEHICLE_TERMINAL = {"veh-01": "13800000001", "veh-07": "13800000007", "veh-x": "13800000009"}
 
 
 def sample_points(now_ns: int, minutes: int = 120) -> list[Point]:
@@ -125,8 +127,9 @@ def build_env(tmp_path: Path, auth: bool = False, rate_per_s: float = 1000.0, bu
     # argon2 with light parameters: the tests create many keys; the default cost is tested in test_auth
     keys = KeyStore(tmp_path / "keys.sqlite", hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1),
                     reload_s=0.2) if auth else None
+    terminals = Fleet(site.vehicles).terminals  # JT/T 808 terminals as the access server keeps them
     ctx = ApiContext(site=site, live=live, query=StoreQuery(store), keys=keys, auth=auth,
-                     rate_per_s=rate_per_s, rate_burst=burst)
+                     rate_per_s=rate_per_s, rate_burst=burst, extras={"terminals": lambda: list(terminals.values())})
     return Env(site, live, store, ctx.query, keys, ctx, now)
 
 

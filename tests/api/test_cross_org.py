@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from tests.api.apienv import GONGSHU, INST07, INST42, METER_ORG, TRICK, VEHICLE_ORG, XIHU, serve
+from tests.api.apienv import GONGSHU, INST07, INST42, METER_ORG, TRICK, VEHICLE_ORG, VEHICLE_TERMINAL, XIHU, serve
 
 from edge.config import check_org_path, org_within
 from edge.point import Point
@@ -61,7 +61,8 @@ def id_routes(scope: str) -> list[str]:
     for v in vehicles:
         urls += [f"/v1/vehicles/{v}", f"/v1/vehicles/{v}/latest", f"/v1/vehicles/{v}/latest?crs=gcj02",
                  f"/v1/vehicles/{v}/track", f"/v1/vehicles/{v}/trips", f"/v1/indicators/fleet?scope=vehicle&id={v}",
-                 f"/v1/alerts?vehicle={v}", f"/v1/live?vehicles={v}&max_s=0.1"]
+                 f"/v1/alerts?vehicle={v}", f"/v1/live?vehicles={v}&max_s=0.1", f"/v1/terminals/{VEHICLE_TERMINAL[v]}",
+                 f"/v1/terminals/0{VEHICLE_TERMINAL[v]}"]
     for b in buildings:
         urls += [f"/v1/buildings/{b}", f"/v1/meters?building={b}", f"/v1/latest/meters?building={b}",
                  f"/v1/indicators/energy?scope=building&id={b}"]
@@ -70,7 +71,7 @@ def id_routes(scope: str) -> list[str]:
     for o in orgs + tricks:
         for base in ("/v1/orgs", "/v1/buildings", "/v1/meters", "/v1/vehicles", "/v1/latest/meters",
                      "/v1/latest/vehicles", "/v1/trips", "/v1/alerts", "/v1/indicators/energy",
-                     "/v1/indicators/fleet", "/v1/indicators/baseline", "/v1/live"):
+                     "/v1/indicators/fleet", "/v1/indicators/baseline", "/v1/live", "/v1/terminals"):
             urls.append(httpx.URL(base, params={"org": o, **({"max_s": "0.1"} if base == "/v1/live" else {})}))
     urls += ["/v1/dead-letters", "/v1/audit", "/v1/keys"]
     return urls
@@ -132,7 +133,7 @@ async def test_no_read_across_orgs(auth_env, scope, role):
                     "/v1/latest/vehicles", "/v1/trips", "/v1/alerts", "/v1/indicators/energy",
                     "/v1/indicators/energy?scope=meter", "/v1/indicators/energy?scope=building",
                     "/v1/indicators/fleet", "/v1/indicators/fleet?scope=vehicle", "/v1/indicators/baseline",
-                    "/v1/site", "/v1/health"):
+                    "/v1/site", "/v1/health", "/v1/terminals"):
             r = await c.get(url)
             assert r.status_code == 200, (url, r.text)
             if leaks(r.text, scope):
@@ -236,7 +237,7 @@ def test_the_suite_covers_every_route(tmp_path):
     tried = {str(u).split("?")[0] for u in id_routes(XIHU)}
     tried |= {"/v1/orgs", "/v1/orgs/tree", "/v1/buildings", "/v1/meters", "/v1/vehicles", "/v1/latest/meters",
               "/v1/latest/vehicles", "/v1/trips", "/v1/alerts", "/v1/indicators/energy", "/v1/indicators/fleet",
-              "/v1/site", "/v1/health"}
+              "/v1/site", "/v1/health", "/v1/terminals"}
     exempt = {"/v1/health/live", "/v1/health/ready", "/metrics",  # probes: no org data
               "/v1/dead-letters/{dead_letter_id}/replay", "/v1/keys/{key_id}",
               "/v1/alerts/{alert_id}/ack"}  # tried in test_key_management / test_auth

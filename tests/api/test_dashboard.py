@@ -79,6 +79,9 @@ def test_dashboard_energy_and_fleet_views_update_live(env, tmp_path):
             wait(lambda: "on" in d.find_element(By.ID, "conn").get_attribute("class"), what="live stream open")
             rows = d.find_elements(By.CSS_SELECTOR, "#vehicle-table tbody tr")
             assert {r.get_attribute("data-vehicle") for r in rows} == {"veh-01", "veh-07", "veh-x"}
+            # its JT/T 808 terminal (GET /v1/terminals): listed, not connected yet
+            wait(lambda: d.find_element(By.CSS_SELECTOR, 'tr[data-vehicle="veh-01"] .terminal').text == "never seen",
+                 what="terminal status")
             assert len(d.find_elements(By.CSS_SELECTOR, "#trip-table tbody tr")) == 3
             for i in range(5):
                 srv.call(env.live.update, [Point("position", {"vehicle": "veh-01", "org": INST42},

@@ -44,3 +44,11 @@ def test_gps_and_odometer_differ_beyond_5_pct_and_the_resolution():
     assert differ(10.6, 10.0, p) and not differ(10.4, 10.0, p)
     assert not differ(1.15, 1.0, p)  # 15 % of a short trip is within the 0.2 km floor
     assert not differ(np.nan, 10.0, p)
+
+
+def test_vehicles_without_fixes_in_a_window_get_an_absent_odometer_not_an_index_error():
+    """Regression (seen in the HAProxy two-edge test): an edge whose share of the fleet had no fix
+    today asked spans() for rows 0..0 of empty tracks and crashed the indicator pass."""
+    empty = Tracks.single("v", np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), odometer_km=np.zeros(0))
+    s = spans(odometer_steps(empty), empty.t_ns, np.array([0, 0]), np.array([0, 0]))
+    assert np.isnan(s.km).all() and list(s.readings) == [0, 0] and s.notes() == ["absent", "absent"]
