@@ -502,12 +502,13 @@ def add_changes(monthly: IndicatorTable, field_name: str = "consumption_kwh",
 
 def block_from_counters(times_ns: np.ndarray, values: np.ndarray, specs, cal: LocalCalendar, first_day: int,
                         n_days: int, ids: Sequence[str], orgs: Sequence[str], carriers: Sequence[str],
-                        gap_policy=None, chunk_rows: int = 32):
+                        gap_policy=None, chunk_rows: int = 32, extra_rows: int = 0):
     """Counter readings (m, n) on a shared time axis (NaN = missing) → ``QuarterBlock`` over
     ``n_days`` local days from ``first_day``, plus the counter events per row.
 
     ``specs``: one ``CounterSpec`` for all rows or a list of one per row (rows with equal specs
-    are processed together)."""
+    are processed together). ``extra_rows``: rows after the ``m`` counters that the caller fills
+    (virtual meters); ``ids``, ``orgs`` and ``carriers`` name them too. They start unknown."""
 
     gap_policy = gap_policy or GapPolicy.spread
     v = np.atleast_2d(np.asarray(values, dtype=np.float64))
@@ -515,10 +516,16 @@ def block_from_counters(times_ns: np.ndarray, values: np.ndarray, specs, cal: Lo
     spec_list = list(specs) if isinstance(specs, (list, tuple)) else [specs or CounterSpec()] * m
     start = int(cal.day_start_ns(first_day))
     nb = n_days * QUARTERS_PER_DAY
-    q = np.empty((m, nb))
-    cov = np.empty((m, nb), dtype=np.float32)     # a fraction 0..1: float32 halves its memory
+    q = np.empty((m + extra_rows, nb))
+    cov = np.empty((m + extra_rows, nb), dtype=np.float32)     # a fraction 0..1: float32 halves its memory
+    q[m:] = np.nan
+    cov[m:] = 0.0
     events = []
-    buf = np.empty((min(chunk_rows, m), v.shape[1]))  # one delta buffer for every chunk
+    if v.shape[-1] == 0:                          # no reading at all: every quarter unknown
+        q[:m] = np.nan
+        cov[:m] = 0.0
+        spec_list = []
+    buf = np.empty((min(chunk_rows, m), v.shape[1])) if spec_list else None  # one delta buffer for every chunk
     groups: dict = {}
     for r, s in enumerate(spec_list):
         groups.setdefault(s, []).append(r)
@@ -538,7 +545,8 @@ def block_from_counters(times_ns: np.ndarray, values: np.ndarray, specs, cal: Lo
                 q[sl], cov[sl] = b.energy, b.coverage
             for e in d.events(vv, s):
                 events.append((ids[part[e.row]], e))
-    blk = QuarterBlock(first_day, q.reshape(m, n_days, QUARTERS_PER_DAY), cov.reshape(m, n_days, QUARTERS_PER_DAY),
+    mt = m + extra_rows
+    blk = QuarterBlock(first_day, q.reshape(mt, n_days, QUARTERS_PER_DAY), cov.reshape(mt, n_days, QUARTERS_PER_DAY),
                        list(ids), list(orgs), list(carriers))
     return blk, events
 

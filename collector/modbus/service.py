@@ -97,6 +97,8 @@ def compile_site(site: Site, profiles_dir: str | None = None) -> tuple[DevicePla
     profiles = load_profiles(profiles_dir or site.profiles_dir)  # a bad profile raises ProfileError (a ConfigError)
     plans = []
     for m in site.meters:
+        if m.virtual:  # computed by the analytics from other meters: nothing to poll
+            continue
         try:
             prof = find_profile(profiles, m.profile)
         except KeyError:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from analytics.energy.items import check_items
 from collector.modbus.service import compile_site as compile_modbus
 from edge.config import Site, load_site
 from edge.errors import ConfigError
@@ -34,6 +35,14 @@ def compile_site(source: Site | str | os.PathLike, file: str | None = None) -> C
         site, name = source, file or "<site>"
     else:
         site, name = load_site(source), str(source)
+    problems = check_items(site.meters)
+    if problems:
+        msgs = [str(ConfigError(p.message, file=name, obj=f"meter {p.meter}", field=f"meters.{p.field}"))
+                for p in problems]
+        e = ConfigError("")
+        e.args = ("\n".join(msgs),)
+        e.file, e.obj, e.field = name, f"meter {problems[0].meter}", f"meters.{problems[0].field}"
+        raise e
     summaries: dict[str, PlanSummary] = {}
     plans = None
     if site.meters:
