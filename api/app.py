@@ -267,7 +267,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # -- meters ---------------------------------------------------------------------------------
     def meter_out(m) -> MeterOut:
         return MeterOut(id=m.id, org=meter_org[m.id], building=m.building, carrier=m.carrier.value, profile=m.profile,
-                        interval_s=m.interval_s, ct_ratio=m.ct_ratio, pt_ratio=m.pt_ratio)
+                        interval_s=m.interval_s, ct_ratio=m.ct_ratio, pt_ratio=m.pt_ratio, parent=m.parent,
+                        item=m.item, formula=m.formula)
 
     @app.get("/v1/meters", response_model=Page[MeterOut], tags=["meters"], responses=READ)
     async def list_meters(p: Who, request: Request, org: OrgQ = None,
@@ -336,7 +337,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         pt = await latest_point("meter", "meter", meter_id)
         dev = device_health(meter_id)
         age = None if pt is None else max(0.0, (time.time_ns() - pt.time_ns) / NS)
-        if dev.get("up") is False:
+        if m.virtual:
+            status = "virtual"
+        elif dev.get("up") is False:
             status = "down"
         elif pt is None:
             status = "unknown"
@@ -344,8 +347,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
             status = "stale"
         else:
             status = "up"
+        events = getattr(getattr(service, "indicators", None), "event_log", None)
         return MeterHealth(meter=meter_id, status=status, last_reading=None if pt is None else iso(pt.time_ns, tz),
-                           age_s=None if age is None else round(age, 3), interval_s=m.interval_s, device=dev)
+                           age_s=None if age is None else round(age, 3), interval_s=m.interval_s, device=dev,
+                           data=events.for_meter(meter_id) if events is not None else {})
 
     @app.get("/v1/meters/{meter_id}/readings", response_model=Readings, tags=["meters"], responses=ONE)
     async def meter_readings(

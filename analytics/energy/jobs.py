@@ -458,18 +458,21 @@ def buildings_from_site(site) -> list[tuple[str, str, float, int]]:
     return [(b.id, b.org, b.floor_area_m2, b.occupants) for b in site.buildings]
 
 
-def meters_from_site(site, counter_defaults: dict[str, tuple[float | None, float | None]] | None = None
-                     ) -> list[MeterInfo]:
-    """``edge.config.Site`` → MeterInfo list. ``counter_defaults``: per meter id, the (rollover,
-    rated kW) its profile implies (the composition root derives them from the device profiles);
-    the meter's own ``counter_rollover`` and ``rated_kw`` win."""
+def meters_from_site(site, counter_defaults: dict[str, dict[str, float]] | None = None) -> list[MeterInfo]:
+    """``edge.config.Site`` → MeterInfo list. ``counter_defaults``: per meter id, ``CounterSpec``
+    fields its device profile implies (rollover, rated_kw, backstep tolerance; the composition
+    root derives them, ``edge.app.site.counter_defaults_for``); the meter's own
+    ``counter_rollover`` and ``rated_kw`` win."""
     d = counter_defaults or {}
     out = []
     for m in site.meters:
-        roll, rated = d.get(m.id, (None, None))
-        spec = CounterSpec(rollover=m.counter_rollover if m.counter_rollover is not None else roll,
-                           rated_kw=m.rated_kw if m.rated_kw is not None else rated)
-        out.append(MeterInfo(m.id, site.meter_org(m), m.carrier.value, m.building, spec, m.parent, m.item, m.terms))
+        kw = dict(d.get(m.id, {}))
+        if m.counter_rollover is not None:
+            kw["rollover"] = m.counter_rollover
+        if m.rated_kw is not None:
+            kw["rated_kw"] = m.rated_kw
+        out.append(MeterInfo(m.id, site.meter_org(m), m.carrier.value, m.building, CounterSpec(**kw), m.parent,
+                             m.item, m.terms))
     return out
 
 

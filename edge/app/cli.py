@@ -126,9 +126,11 @@ def _mount() -> None:
     simulate.add_typer(vehicles_app, name="vehicles")
     from api.keys_cli import app as keys_app
     app.add_typer(keys_app, name="keys", help="API keys: create, list, revoke (stored hashed with argon2).")
-    from analytics.energy.cli import baseline_cmd, energy_cmd, use_query_factory
+    from analytics.energy.cli import baseline_cmd, energy_cmd, use_counter_defaults, use_query_factory
+    from edge.app.site import counter_defaults_for
     from edge.delivery import build_query
     use_query_factory(lambda site: build_query(site.store))
+    use_counter_defaults(counter_defaults_for)
     analytics.command("energy")(energy_cmd)
     analytics.command("baseline")(baseline_cmd)
     from simulators.testbench_cli import app as testbench_app

@@ -31,6 +31,7 @@ from api.keys import KeyStore, keys_path_for
 from api.upstream import Upstream
 from collector.gps.subscriber import GpsCollector
 from collector.modbus.service import ModbusCollector
+from edge.app.site import counter_defaults_for
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Site, StoreKind
 from edge.delivery import Deliverer, build_query, build_sink
@@ -181,7 +182,8 @@ class EdgeService:
             self.gps = GpsCollector(self.site.mqtt, self.site.vehicles, self.ingest, clock=self.clock,
                                     broker_url=self._broker_url())
             self.components.append(Component("gps", self.gps.run, self.gps.stats))
-        self.indicators = IndicatorJob(self.site, self.query, self.ingest, clock=self.clock)
+        self.indicators = IndicatorJob(self.site, self.query, self.ingest, clock=self.clock,
+                                       counter_defaults=counter_defaults_for(self.site))
         self.ingest.observers.append(self.indicators.observe)
         self.components.append(Component("indicators", self.indicators.run,
                                           lambda: {"passes": self.indicators.passes,

@@ -10,7 +10,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from analytics.energy.factors import CARRIER_FIELD, RATE_FIELD
 from analytics.energy.items import check_items
+from collector.modbus.profiles import counter_defaults, find_profile, load_profiles
 from collector.modbus.service import compile_site as compile_modbus
 from edge.config import Site, load_site
 from edge.errors import ConfigError
@@ -56,3 +58,24 @@ def compile_site(source: Site | str | os.PathLike, file: str | None = None) -> C
         for plan in plans:
             summaries[plan.meter.id] = PlanSummary(len(plan.registers), len(plan.requests))
     return CompiledSite(site=site, file=name, modbus=plans, modbus_plans=summaries)
+
+
+def counter_defaults_for(site: Site) -> dict[str, dict[str, float]]:
+    """Per physical meter: what its device profile implies for its counter (rollover, rated rate,
+    backstep tolerance: ``collector.modbus.profiles.counter_defaults``), for the energy passes. A
+    meter whose profile cannot be found gets none (``compile_site`` refuses such a site anyway)."""
+    try:
+        profiles = load_profiles(site.profiles_dir)
+    except ConfigError:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    for m in site.meters:
+        if m.virtual:
+            continue
+        try:
+            prof = find_profile(profiles, m.profile)
+        except KeyError:
+            continue
+        c = m.carrier.value
+        out[m.id] = counter_defaults(prof, CARRIER_FIELD[c][0], RATE_FIELD[c], m.pt_ratio, m.ct_ratio)
+    return out
