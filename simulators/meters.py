@@ -381,15 +381,25 @@ class MeterServer:
 
     ``framer="socket"`` is Modbus TCP (MBAP header); ``"rtu"`` is RTU frames over TCP, as a
     serial gateway/DTU forwards them.
+
+    ``baud`` makes an RTU server a baud-faithful RS-485 line: each frame is held for its wire time
+    (characters × ``bits_per_char`` / baud), the line stays silent 3.5 characters (at least 1.75 ms)
+    before the meter answers after ``response_delay_s`` (its turnaround), and one conversation at a
+    time holds the line, whatever the number of TCP connections to the gateway.
     """
 
     def __init__(self, profile: str, unit_ids: Sequence[int] = (1,), host: str = "127.0.0.1", port: int = 0,
                  framer: str = "socket", clock: Clock = SYSTEM_CLOCK, seed: int = 0,
                  load: OfficeLoad | Callable[[int], OfficeLoad] | None = None, profiles_dir: str | None = None,
                  ct_ratio: float = 1.0, pt_ratio: float = 1.0, update_period_s: float = 1.0,
-                 response_delay_s: float = 0.0, counter_max: float | None = None) -> None:
+                 response_delay_s: float = 0.0, counter_max: float | None = None, baud: int | None = None,
+                 bits_per_char: int = 11) -> None:
         if framer not in ("socket", "rtu"):
             raise ValueError("framer is 'socket' or 'rtu'")
+        if baud is not None and framer != "rtu":
+            raise ValueError("a baud rate is for an RTU line (framer='rtu')")
+        self.baud, self.bits_per_char = baud, bits_per_char
+        self._line = asyncio.Lock()   # the RS-485 line: one frame on it at a time
         self.doc, self.regs = read_profile(profile, profiles_dir)
         self.profile = profile
         self.host, self._port, self.framer, self.clock = host, port, framer, clock
@@ -512,6 +522,30 @@ class MeterServer:
         loop.add_reader(fd, readable)
         self._serial_fds.append(fd)
 
+    def wire_s(self, chars: int) -> float:
+        return chars * self.bits_per_char / self.baud if self.baud else 0.0
+
+    async def _line_exchange(self, writer: asyncio.StreamWriter, unit: int, fc: int, address: int, count: int,
+                             request_chars: int) -> None:
+        """One request and its answer on a baud-faithful line, holding the line throughout."""
+        gap = max(3.5 * self.bits_per_char / self.baud, 0.00175)
+        async with self._line:
+            # the request's characters take their time; the meter answers after the frame's
+            # closing silence and its turnaround; its answer's characters take theirs
+            await asyncio.sleep(self.wire_s(request_chars) + gap + self.response_delay_s)
+            answer, fault = self._answer(unit, fc, address, count)
+            if fault is not None and fault.kind == "drop":
+                writer.close()
+                return
+            if answer is None:
+                return
+            out = rtu_frame(bytes([unit]) + answer)
+            if fault is not None and fault.kind == "garble":
+                out = out[:3] + bytes(b ^ 0x5A for b in out[3:])
+            await asyncio.sleep(self.wire_s(len(out)))
+            writer.write(out)
+            await writer.drain()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
@@ -532,6 +566,9 @@ class MeterServer:
                     if crc16(frame[:-2]) != struct.unpack("<H", frame[-2:])[0]:
                         continue  # a real slave ignores a frame with a bad CRC
                     address, count = struct.unpack(">HH", frame[2:6])
+                if self.baud is not None:
+                    await self._line_exchange(writer, unit, fc, address, count, len(frame))
+                    continue
                 answer, fault = self._answer(unit, fc, address, count)
                 if self.response_delay_s:
                     await asyncio.sleep(self.response_delay_s)

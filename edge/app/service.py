@@ -178,6 +178,13 @@ class EdgeService:
         if self.site.meters:
             self.modbus = ModbusCollector(self.site, self.ingest, clock=self.clock, profiles_dir=self.site.profiles_dir)
             self.components.append(Component("modbus", self.modbus.run, self.modbus.stats))
+            buses = self.modbus.buses
+            self.metrics.gauge_source("edge_modbus_bus_cycle_seconds",
+                                      "Measured cycle of each RS-485 line: every meter on it polled once (mean of the last ~20)",
+                                      ("bus",), lambda: [((k,), b.mean_s) for k, b in buses.items()])
+            self.metrics.gauge_source("edge_modbus_bus_wire_seconds",
+                                      "Computed wire time of one cycle of each RS-485 line (collector.modbus.bus)",
+                                      ("bus",), lambda: [((k,), b.wire_s) for k, b in buses.items()])
         if self.site.vehicles or self.site.mqtt.broker != "embedded":
             self.gps = GpsCollector(self.site.mqtt, self.site.vehicles, self.ingest, clock=self.clock,
                                     broker_url=self._broker_url())

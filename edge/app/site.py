@@ -12,6 +12,7 @@ from typing import Any
 
 from analytics.energy.factors import CARRIER_FIELD, RATE_FIELD
 from analytics.energy.items import check_items
+from collector.modbus.bus import BusBudget, bus_budgets
 from collector.modbus.profiles import counter_defaults, find_profile, load_profiles
 from collector.modbus.service import compile_site as compile_modbus
 from edge.config import Site, load_site
@@ -30,6 +31,7 @@ class CompiledSite:
     file: str = "<site>"
     modbus: Any = None  # collector.modbus plans, handed to the Modbus collector
     modbus_plans: dict[str, PlanSummary] = field(default_factory=dict)
+    buses: list[BusBudget] = field(default_factory=list)  # one per serial line, with its verdict
 
 
 def compile_site(source: Site | str | os.PathLike, file: str | None = None) -> CompiledSite:
@@ -57,7 +59,16 @@ def compile_site(source: Site | str | os.PathLike, file: str | None = None) -> C
             raise
         for plan in plans:
             summaries[plan.meter.id] = PlanSummary(len(plan.registers), len(plan.requests))
-    return CompiledSite(site=site, file=name, modbus=plans, modbus_plans=summaries)
+    buses = bus_budgets(plans or ())
+    refused = [b for b in buses if b.verdict == "refuse"]
+    if refused:
+        msgs = [str(ConfigError(b.reason, file=name, obj=f"bus {b.key} (meters {', '.join(b.meters)})",
+                                field="meters.interval_s")) for b in refused]
+        e = ConfigError("")
+        e.args = ("\n".join(msgs),)
+        e.file, e.obj, e.field = name, f"bus {refused[0].key}", "meters.interval_s"
+        raise e
+    return CompiledSite(site=site, file=name, modbus=plans, modbus_plans=summaries, buses=buses)
 
 
 def counter_defaults_for(site: Site) -> dict[str, dict[str, float]]:
