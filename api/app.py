@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.context import ApiContext
+from api.energy_items import items_router
 from api.keys import KeyError_, KeyStore, Principal, Role, keys_path_for
 from api.reads import (
     NS,
@@ -124,6 +125,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     problems.install(app)
     problems.install_fallback(app)
+    app.include_router(items_router(site, guard, lambda: ctx.query, tz))
     app.state.ctx = ctx
     app.state.guard = guard
 

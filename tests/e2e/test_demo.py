@@ -18,7 +18,7 @@ def test_demo_for_20_seconds_reads_stores_and_computes(tmp_path: Path):
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     summary = json.loads(proc.stdout)
-    assert summary["meters_read"] == 2
+    assert summary["meters_read"] == 6     # incomer, lighting, HVAC, power (behind it), water, gas
     assert summary["vehicles_seen"] == 5
     assert summary["points_stored"] > 20
     assert summary["indicators_computed"] >= 7  # 2 meters' consumption + 5 vehicles' distance today
