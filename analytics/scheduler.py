@@ -32,6 +32,7 @@ import numpy as np
 from analytics.energy.eventlog import MeterEventLog
 from analytics.energy.factors import CARRIER_FIELD, Confidence, Factor, FactorSet
 from analytics.energy.jobs import (
+    CHUNK_ROWS,
     ArraySource,
     EnergyReport,
     LoopSource,
@@ -114,7 +115,8 @@ class IndicatorJob:
     last_closed: dt.date | None = None
     late_days: set[dt.date] = field(default_factory=set)
     cal: LocalCalendar = field(default_factory=LocalCalendar)
-    counter_defaults: dict | None = None   # meter id -> (rollover, rated kW) from its device profile
+    counter_defaults: dict | None = None   # meter id -> CounterSpec fields from its device profile
+    chunk_rows: int = CHUNK_ROWS           # meters per chunk of whole trees (bounds a pass's working set)
     event_log: MeterEventLog = field(default_factory=MeterEventLog)
     _fleet_at: int | None = None
 
@@ -203,7 +205,8 @@ class IndicatorJob:
 
         src = LoopSource(fetch, asyncio.get_running_loop())
         report: EnergyReport = await asyncio.to_thread(
-            compute_energy_range, src, self.meters, first, last, self.workcal, self.factors, self.cal, self.buildings, periods)
+            compute_energy_range, src, self.meters, first, last, self.workcal, self.factors, self.cal, self.buildings, periods,
+            self.chunk_rows)
         self.event_log.add(report.events)
         for kind, n in self.event_log.take_new().items():
             self.ingest.count("counter_event", n, kind=kind)

@@ -132,3 +132,21 @@ def test_profile_counter_defaults():
                             pt=1.0, ct=40.0) == {"rated_kw": 4000.0, "backstep_relative": 2.0 ** -22}
     assert counter_defaults(p["tuf2000m-water"], "water_volume_m3", "flow_m3_h") == {
         "rated_kw": 10000.0, "backstep_relative": 2.0 ** -22}
+
+
+def test_event_log_counts_each_event_once_across_recomputations():
+    """The service recomputes today on every pass: the same wrap found again is not counted again."""
+    from analytics.energy.eventlog import MeterEventLog
+    t = CAL.midnight_ns(DAY) + np.arange(-1, 98, dtype=np.int64) * Q_S * 10**9
+    v = 1000.0 + np.arange(t.size) * 2.5
+    v[50:] -= v[49]                                                  # replaced: restarts near zero
+    site = make_site(5020, "acrel-adl400", rated_kw=100.0)
+    log = MeterEventLog()
+    for _ in range(3):
+        rep = compute_energy_range(ArraySource({("m1", "active_energy_import_kwh"): (t, v)}),
+                                   meters_from_site(site), DAY, DAY)
+        log.add(rep.events)
+    assert log.take_new() == {"replaced": 1}
+    h = log.for_meter("m1")
+    assert h["counter_events"] == {"replaced": 1}
+    assert h["last_counter_events"][0]["kind"] == "replaced" and "near zero" in h["last_counter_events"][0]["rule"]

@@ -210,3 +210,41 @@ def test_items_are_checked_against_the_classification():
     assert "unknown item '01Z90'" in probs["made-up"]
     assert "this meter measures water" in probs["water-as-hvac"]
     assert set(probs) == {"light-in-hvac", "made-up", "water-as-hvac"}
+
+
+# --- children above their parent: a named alert, not negative losses -----------------------------
+
+def test_children_above_the_parent_raise_an_alert_on_the_meters_concerned():
+    """A sub-meter with its CT ratio entered twice too large reads double: from 09:00 on, the
+    children measure more than the incomer."""
+    s = site([{"id": "main", "profile": "chint-dtsu666", "building": "hq", "transport": tcp(1)},
+              {"id": "hvac", "profile": "acrel-adl400", "building": "hq", "parent": "main", "item": "01B00",
+               "transport": tcp(2)},
+              {"id": "light", "profile": "acrel-adl400", "building": "hq", "parent": "main", "item": "01A00",
+               "transport": tcp(3)},
+              {"id": "rest", "building": "hq", "parent": "main", "formula": "main - hvac - light"}])
+    src = counters({"main": 40.0, "hvac": 20.0, "light": 10.0})
+    t, v = src.data[("hvac", "active_energy_import_kwh")]
+    k = np.arange(v.size)
+    v2 = np.where(k > 37, v + (k - 37) * 0.25 * 20.0, v)          # doubled from 09:00 (reading 37 is 09:00)
+    src.data[("hvac", "active_energy_import_kwh")] = (t, v2)
+    rep = compute_energy_range(src, meters_from_site(s), DAY, DAY)
+    kinds = sorted((a.rule, a.meter) for a in rep.alerts)
+    assert kinds == [("children_exceed_parent", "hvac"), ("children_exceed_parent", "light"),
+                     ("children_exceed_parent", "main"), ("virtual_negative", "rest")]
+    a = next(a for a in rep.alerts if a.meter == "main")
+    assert a.start_ns == CAL.midnight_ns(DAY) + 9 * 3600 * 10**9 and a.quarters == 60   # 09:00 to midnight
+    assert a.parent_total == pytest.approx(40 * 15) and a.children_total == pytest.approx(50 * 15)
+    assert "check CT ratios" in a.message and a.children == ("hvac", "light")
+    pts = [p for p in rep.points if p.measurement == "alert"]
+    assert {p.tags["meter"] for p in pts} == {"main", "hvac", "light", "rest"}
+    assert all(p.tags["kind"] in ("children_exceed_parent", "virtual_negative") and p.tags["org"] == ORG for p in pts)
+    # the totals are still those of the incomer: the fault is named, not averaged in
+    assert table(rep, "building").value("hq", "consumption_kwh") == pytest.approx(40 * 24)
+
+
+def test_children_within_tolerance_of_the_parent_raise_nothing():
+    s = site([{"id": "main", "profile": "chint-dtsu666", "building": "hq", "transport": tcp(1)},
+              {"id": "hvac", "profile": "acrel-adl400", "building": "hq", "parent": "main", "transport": tcp(2)}])
+    rep = compute_energy_range(counters({"main": 20.0, "hvac": 20.8}), meters_from_site(s), DAY, DAY)   # +4 %
+    assert rep.alerts == []
