@@ -181,6 +181,14 @@ class Meter(Frozen):
     rated_kw: float | None = Field(default=None, gt=0, description="max plausible rate; faster counter steps are flagged "
                                                                    "as jumps (defaults to the profile's power range)")
 
+    @field_validator("item", mode="before")
+    @classmethod
+    def _item_number(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            # YAML reads an unquoted 02000 as a number (octal 1024, even): the code cannot be recovered
+            raise ValueError(f"item {v!r} was read as a number: write the code in quotes, e.g. item: \"02000\"")
+        return v
+
     @field_validator("item")
     @classmethod
     def _item(cls, v: str | None) -> str | None:

@@ -57,6 +57,11 @@ class Hierarchy:
         self._ancestors = [self._walk(i) for i in range(n)]
         self._members: dict[Scope, list[int]] = {}
         self._scopes: list[Scope] | None = None
+        self._item_matrices: dict[tuple[int, ...], ItemMatrix] = {}
+        self._children = {}
+        for i in range(n):
+            if self.parent[i] >= 0:
+                self._children.setdefault(int(self.parent[i]), []).append(i)
 
     def _walk(self, i: int) -> tuple[int, ...]:
         out = []
@@ -78,7 +83,7 @@ class Hierarchy:
         return bool(getattr(self.meters[i], "terms", ()))
 
     def children(self, i: int) -> list[int]:
-        return [int(c) for c in np.flatnonzero(self.parent == i)]
+        return self._children.get(i, [])
 
     # -- scopes ---------------------------------------------------------------------------------
     def scopes(self) -> list[Scope]:
@@ -159,6 +164,13 @@ class Hierarchy:
     def item_matrix(self, levels: Sequence[int] = (2, 3)) -> "ItemMatrix":
         """Rows: (scope, carrier, level, item code) and one total row per (scope, carrier); columns:
         meters. Row · consumption per meter = the item's consumption in that scope."""
+        key = tuple(levels)
+        cached = self._item_matrices.get(key)
+        if cached is None:
+            cached = self._item_matrices[key] = self._build_item_matrix(key)
+        return cached
+
+    def _build_item_matrix(self, levels: tuple[int, ...]) -> "ItemMatrix":
         rows: dict[tuple, int] = {}
         entries: dict[tuple[int, int], float] = {}
         totals: dict[tuple[str, str, str], int] = {}
@@ -239,6 +251,7 @@ class ItemMatrix:
     weights: np.ndarray
     n_meters: int
     _csr: object = field(default=None, repr=False)
+    _abs: object = field(default=None, repr=False)
 
     def csr(self):
         from scipy import sparse
@@ -255,6 +268,7 @@ class ItemMatrix:
         v = np.asarray(per_meter, dtype=np.float64)
         nan = np.isnan(v)
         out = np.asarray(self.csr() @ np.where(nan, 0.0, v))
-        absw = sparse.csr_matrix((np.abs(self.weights), (self.rows, self.cols)), shape=self.csr().shape)
-        known = np.asarray(absw @ (~nan).astype(np.float64)) > 0
+        if self._abs is None:
+            self._abs = sparse.csr_matrix((np.abs(self.weights), (self.rows, self.cols)), shape=self.csr().shape)
+        known = np.asarray(self._abs @ (~nan).astype(np.float64)) > 0
         return np.where(known, out, np.nan)

@@ -34,7 +34,7 @@ from analytics.energy.indicators import (
     areas_for,
     block_from_counters,
     combine_carriers,
-    compute_indicators,
+    compute_indicators_many,
     daily_consumption,
     to_points,
 )
@@ -258,6 +258,11 @@ class _ScopeSums:
         groups = np.flatnonzero(sub.any(axis=1))
         if groups.size == 0:
             return
+        used = np.flatnonzero(sub.any(axis=0))          # the chunk's rows that are top meters somewhere
+        if used.size < len(cols):
+            blk = QuarterBlock(blk.first_day, blk.q[used], blk.coverage[used], [blk.ids[u] for u in used],
+                               [blk.orgs[u] for u in used], [blk.carriers[u] for u in used])
+            sub = sub[:, used]
         part = apply_rollup(blk, Rollup(self.rollup.scope, [self.rollup.ids[g] for g in groups],
                                         [self.rollup.orgs[g] for g in groups],
                                         [self.rollup.carriers[g] for g in groups], sub[groups]))
@@ -300,6 +305,11 @@ def _fill_virtual(blk: QuarterBlock, rows: dict[int, int], h: Hierarchy, virt: l
 
 def _quality_alerts(blk: QuarterBlock, rows: dict[int, int], h: Hierarchy, chunk: list[int], start_ns: int,
                     rules: QualityRules) -> list[DataQualityAlert]:
+    """The chunk's parents against their physical children, all at once (one sparse product gives
+    every parent's children's sum); the rare parents with a flagged quarter are then looked at one
+    by one for their runs."""
+    from scipy import sparse
+
     q = blk.q.reshape(blk.q.shape[0], -1)
     out: list[DataQualityAlert] = []
 
@@ -308,20 +318,41 @@ def _quality_alerts(blk: QuarterBlock, rows: dict[int, int], h: Hierarchy, chunk
 
     for i in chunk:
         m = h.meters[i]
-        unit = CARRIER_FIELD[m.carrier][1]
         if m.virtual:
             for a, b, total in negative_runs(q[rows[i]], rules):
                 pos = sum(s * float(np.nansum(q[rows[h.index[tid]], a:b])) for s, tid in m.terms if s > 0)
                 out.append(DataQualityAlert("virtual_negative", m.id, m.org, t(a), t(b), m.parent or "",
-                                            tuple(tid for s, tid in m.terms if s < 0), pos, pos - total, unit, b - a))
-        kids = [c for c in h.children(i) if not h.virtual(c)]
-        if not kids:
-            continue
-        for a, b, ptot, ctot in children_exceed_parent(q[rows[i]], q[[rows[c] for c in kids]], rules):
-            names = tuple(h.meters[c].id for c in kids)
-            for who in (i, *kids):
+                                            tuple(tid for s, tid in m.terms if s < 0), pos, pos - total,
+                                            CARRIER_FIELD[m.carrier][1], b - a))
+    parents, kids = [], []
+    for i in chunk:
+        ks = [c for c in h.children(i) if not h.virtual(c)]
+        if ks:
+            parents.append(i)
+            kids.append(ks)
+    if not parents:
+        return out
+    r_idx = np.repeat(np.arange(len(parents)), [len(k) for k in kids])
+    c_idx = np.array([rows[c] for ks in kids for c in ks])
+    mat = sparse.csr_matrix((np.ones(c_idx.size), (r_idx, c_idx)), shape=(len(parents), q.shape[0]))
+    csum = np.asarray(mat @ q)                                    # NaN where a child is unknown
+    pq = q[[rows[i] for i in parents]]
+    with np.errstate(invalid="ignore"):
+        csum -= pq
+        flag = csum > rules.excess_share * np.abs(pq) + rules.excess_min
+    # only a run of min_quarters flagged quarters makes an alert: AND the flags shifted by 1..n-1
+    n = rules.min_quarters
+    long_run = flag[:, n - 1:].copy() if flag.shape[1] >= n else np.zeros((flag.shape[0], 0), bool)
+    for k in range(1, n):
+        long_run &= flag[:, n - 1 - k:flag.shape[1] - k]
+    for j in np.flatnonzero(long_run.any(axis=1)):
+        i = parents[j]
+        m = h.meters[i]
+        names = tuple(h.meters[c].id for c in kids[j])
+        for a, b, ptot, ctot in children_exceed_parent(pq[j], q[[rows[c] for c in kids[j]]], rules):
+            for who in (i, *kids[j]):
                 out.append(DataQualityAlert("children_exceed_parent", h.meters[who].id, h.meters[who].org, t(a), t(b),
-                                            m.id, names, ptot, ctot, unit, b - a))
+                                            m.id, names, ptot, ctot, CARRIER_FIELD[m.carrier][1], b - a))
     return out
 
 
@@ -330,13 +361,13 @@ def compute_energy(read: ChunkReader, meters: Sequence[MeterInfo], first_day: in
                    buildings: Sequence[tuple[str, str, float, int]] = (),
                    periods: Sequence[Period] = (Period.day, Period.month, Period.year),
                    chunk_rows: int = CHUNK_ROWS, quality: QualityRules = QualityRules(),
-                   keep_meter_blocks: bool = False) -> EnergyReport:
+                   keep_meter_blocks: bool = False, points: bool = True) -> EnergyReport:
     """The energy pass over ``meters`` in chunks of whole meter trees: ``read(physical meters)``
     gives their counter readings on a shared axis (times (n,), values (k, n)); each chunk becomes
     15-minute energy (counter rules), its virtual meters, its data-quality alerts, its meters'
     indicators, and its share of every building's and org's quarter sums; then the scopes'
     indicators and the itemised breakdowns. The working set is one chunk plus the scope sums,
-    whatever the number of meters."""
+    whatever the number of meters. ``points=False`` leaves the report's Points out (tables only)."""
     h = Hierarchy(meters)
     nb = n_days * QUARTERS_PER_DAY
     start_ns = int(cal.day_start_ns(first_day))
@@ -363,8 +394,8 @@ def compute_energy(read: ChunkReader, meters: Sequence[MeterInfo], first_day: in
         events.extend(ev)
         _fill_virtual(blk, rows, h, virt)
         alerts.extend(_quality_alerts(blk, rows, h, chunk, start_ns, quality))
-        for period in periods:
-            parts[period].append((order, compute_indicators(blk, period, cal, working, factors, scope="meter")))
+        for period, t in zip(periods, compute_indicators_many(blk, periods, cal, working, factors, scope="meter")):
+            parts[period].append((order, t))
         for _, acc in sums:
             acc.add(blk, order)
         if keep_meter_blocks:
@@ -384,8 +415,7 @@ def compute_energy(read: ChunkReader, meters: Sequence[MeterInfo], first_day: in
         if not acc.rollup.ids:
             continue
         b = acc.block(first_day, n_days)
-        for period in periods:
-            t = compute_indicators(b, period, cal, working, factors, scope=scope)
+        for period, t in zip(periods, compute_indicators_many(b, periods, cal, working, factors, scope=scope)):
             if period is Period.month:
                 add_changes(t, "consumption_kwh")
             tables.append(t)
@@ -393,8 +423,8 @@ def compute_energy(read: ChunkReader, meters: Sequence[MeterInfo], first_day: in
             tables.append(combine_carriers(t, area, occ))
         del b
     items = [_item_table(h, meter_tables[p]) for p in periods]
-    points = to_points(tables) + item_points(items) + [a.to_point() for a in alerts]
-    rep = EnergyReport(tables, events, points, items, alerts)
+    pts = (to_points(tables) + item_points(items) + [a.to_point() for a in alerts]) if points else []
+    rep = EnergyReport(tables, events, pts, items, alerts)
     if keep_meter_blocks:
         rep.meter_blocks = blocks  # type: ignore[attr-defined]
     return rep
@@ -415,7 +445,7 @@ def _concat_tables(parts: list[tuple[list[int], IndicatorTable]], n: int) -> Ind
 
 
 def _item_table(h: Hierarchy, meter_table: IndicatorTable) -> ItemTable:
-    mat = h.item_matrix()
+    mat = h.item_matrix()           # built once per hierarchy
     kwh = meter_table.fields["consumption_kwh"]
     cons = np.where(np.isnan(kwh), meter_table.fields["consumption_m3"], kwh)
     v = mat.apply(cons)

@@ -56,17 +56,17 @@ def check(config: Path = SiteOpt) -> None:
         t.add_row(o.path, o.name)
     out.print(t)
     if site.meters:
-        t = Table("meter", "behind", "item", "profile", "carrier", "transport", "unit", "every", "registers",
-                  "requests/poll", title="meters (indented behind their parent)")
+        t = Table("meter (behind its parent)", "item", "profile", "carrier", "transport", "unit", "every", "registers",
+                  "requests/poll", title="meters")
         for m, depth in _meter_tree(site.meters):
             plan = compiled.modbus_plans.get(m.id)
             name = "  " * depth + ("└ " if depth else "") + m.id
             if m.virtual:
-                t.add_row(name, m.parent or "", m.item or "", "virtual", m.carrier.value, f"= {m.formula}", "", "", "", "")
+                t.add_row(name, m.item or "", f"= {m.formula}", m.carrier.value, "virtual", "", "", "", "")
                 continue
             tr = m.transport
             where = tr.serial_port if tr.kind.value == "rtu" else f"{tr.host}:{tr.port}"
-            t.add_row(name, m.parent or "", m.item or "", m.profile, m.carrier.value, f"{tr.kind.value} {where}",
+            t.add_row(name, m.item or "", m.profile, m.carrier.value, f"{tr.kind.value} {where}",
                       str(m.unit_id), f"{m.interval_s:g} s", str(plan.register_count) if plan else "?",
                       str(plan.request_count) if plan else "?")
         out.print(t)

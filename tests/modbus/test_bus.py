@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from collector.modbus.bus import BusCycle, MeterLoad, bits_per_char, budget, bus_budgets, read_wire_s
 from collector.modbus.service import ModbusCollector, compile_site
-from edge.app.cli import app
 from edge.config import Site, Transport
 from simulators.meters import MeterServer
 
@@ -76,7 +75,14 @@ def site_file(tmp_path: Path, n: int, interval_s: float, turnaround_ms: float = 
     return p
 
 
+def edge_app():
+    # imported when used: importing the CLI mounts its sub-apps, which wires the energy CLI's query layer
+    from edge.app.cli import app
+    return app
+
+
 def test_edge_check_prints_the_bus_table_and_warns(tmp_path):
+    app = edge_app()
     res = CliRunner().invoke(app, ["check", "-c", str(site_file(tmp_path, 32, 15))])
     assert res.exit_code == 0, res.output
     assert ("rtu_over_tcp:10.0.3.20:502: 9600 baud, 11 bits/char, 32 meters, 160 requests/cycle, 10.68 s per cycle, "
@@ -87,6 +93,7 @@ def test_edge_check_prints_the_bus_table_and_warns(tmp_path):
 
 
 def test_edge_check_refuses_a_bus_that_cannot_keep_up(tmp_path):
+    app = edge_app()
     res = CliRunner().invoke(app, ["check", "-c", str(site_file(tmp_path, 32, 15, turnaround_ms=50))])
     assert res.exit_code == 2
     assert "bus rtu_over_tcp:10.0.3.20:502 (meters m00, m01" in res.output
