@@ -351,7 +351,7 @@ class Upstream(Frozen):
     username: str | None = None
     password: str | None = None
     token: str | None = None
-    measurements: tuple[str, ...] = ("energy_indicator", "fleet_indicator")
+    measurements: tuple[str, ...] = ("energy_indicator", "energy_item", "fleet_indicator")
     raw: bool = Field(default=False, description="also forward raw meter readings and positions")
     max_bytes: int = Field(default=256 << 20, gt=0)
 

@@ -136,3 +136,17 @@ async def test_poller_measures_the_cycle_of_a_baud_faithful_line():
     h = col.health()["m1"]
     assert h.bus == bus.key and h.bus_cycle_s is not None and h.bus_wire_s == pytest.approx(bus.wire_s)
     assert col.stats()["buses"][bus.key]["cycles"] == bus.cycles
+
+
+def test_measured_cycles_reach_the_prometheus_text():
+    from edge.metrics import Metrics
+    m = Metrics()
+    c = BusCycle("rtu_over_tcp:10.0.3.20:502", (1_000_000_000,), wire_s=0.8)
+    m.gauge_source("edge_modbus_bus_cycle_seconds", "measured cycle", ("bus",), lambda: [((c.key,), c.mean_s)])
+    m.gauge_source("edge_modbus_bus_wire_seconds", "wire time", ("bus",), lambda: [((c.key,), c.wire_s)])
+    assert "edge_modbus_bus_cycle_seconds{" not in m.text()          # no cycle measured yet: no sample
+    c.begin(1_000_000_000, 1_000_000_000)
+    c.end(1_000_000_000, 1_900_000_000)
+    text = m.text()
+    assert 'edge_modbus_bus_cycle_seconds{bus="rtu_over_tcp:10.0.3.20:502"} 0.9' in text
+    assert 'edge_modbus_bus_wire_seconds{bus="rtu_over_tcp:10.0.3.20:502"} 0.8' in text
