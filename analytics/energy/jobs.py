@@ -296,7 +296,11 @@ def _fill_virtual(blk: QuarterBlock, rows: dict[int, int], h: Hierarchy, virt: l
         acc = np.zeros(q.shape[1])
         c = np.ones(q.shape[1], dtype=cov.dtype)
         for sign, t in h.meters[i].terms:
-            r = rows[h.index[t]]
+            r = rows.get(h.index.get(t, -1))
+            if r is None:             # a term outside the meters computed (the site check refuses it): unknown
+                acc[:] = np.nan
+                c[:] = 0.0
+                break
             acc += sign * q[r]
             np.minimum(c, cov[r], out=c)
         q[rows[i]] = acc

@@ -127,7 +127,7 @@ function renderItems(b) {
     bar.append(el("span", { style: `width:${Math.max(0, 100 * share).toFixed(1)}%;background:${itemColor(it.item)}`, title: it.name }));
     list.append(el("dt", { "data-item": it.item }, el("i", { style: `background:${itemColor(it.item)}` }), `${it.name} `,
                    el("span", { class: "muted" }, it.item.startsWith("0") ? `${it.item} ${it.name_zh}` : it.name_zh)),
-                el("dd", {}, `${fmt(it.consumption)} kWh · ${fmt(100 * share, 0)} %`));
+                el("dd", {}, `${fmt(it.consumption, Math.abs(it.consumption) < 10 ? 2 : 1)} ${day.unit || "kWh"} · ${fmt(100 * share, 0)} %`));
   }
   box.append(bar, list);
   return box;
