@@ -360,7 +360,7 @@ def _pandas_pipeline(times, values, temp, first_day) -> tuple[dict, dict]:
     qt, ct = q[tops].T, cov[tops].T
     org_q, org_c = [], []
     for lvl in range(depth):
-        key = paths[tops].map(lambda p: "/".join(p.split("/")[:lvl + 1]))
+        key = paths[tops].map(lambda p, k=lvl: "/".join(p.split("/")[:k + 1]))
         org_q.append(qt.groupby(key, sort=False).sum(min_count=1))
         org_c.append(ct.groupby(key, sort=False).mean())
     oq, oc = pd.concat(org_q).T, pd.concat(org_c).T

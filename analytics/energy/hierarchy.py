@@ -188,21 +188,18 @@ class Hierarchy:
             for i, p in sp.items():
                 if p >= 0:
                     kids[p].append(i)
+            # the item a member's part goes to: its own, or that of the nearest itemised member above
             eff: dict[int, str | None] = {}
-
-            def effective(i: int) -> str | None:
-                if i not in eff:
-                    it = self.meters[i].item
-                    eff[i] = it if it is not None else (effective(sp[i]) if sp[i] >= 0 else None)
-                return eff[i]
-
+            for i in sorted(mem, key=lambda j: len(self._ancestors[j])):     # members above come first
+                it = self.meters[i].item
+                eff[i] = it if it is not None else (eff[sp[i]] if sp[i] >= 0 else None)
             for i in mem:
                 c = self.meters[i].carrier
                 tk = (sc.kind, sc.id, c)
                 if sp[i] < 0:
                     totals.setdefault(tk, 0)
                     add(("total",) + tk, i, 1.0)
-                code = effective(i)
+                code = eff[i]
                 if code is None:
                     code = UNMETERED if kids[i] else UNASSIGNED
                 for lvl in levels:
