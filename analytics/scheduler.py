@@ -37,10 +37,13 @@ from typing import Sequence
 
 import numpy as np
 
+from analytics.energy.eventlog import MeterEventLog
 from analytics.energy.factors import CARRIER_FIELD, Confidence, Factor, FactorSet
 from analytics.energy.jobs import (
+    CHUNK_ROWS,
     ArraySource,
     EnergyReport,
+    LoopSource,
     MeterInfo,
     buildings_from_site,
     compute_energy_range,
@@ -120,12 +123,15 @@ class IndicatorJob:
     last_closed: dt.date | None = None
     late_days: set[dt.date] = field(default_factory=set)
     cal: LocalCalendar = field(default_factory=LocalCalendar)
+    counter_defaults: dict | None = None   # meter id -> CounterSpec fields from its device profile
+    chunk_rows: int = CHUNK_ROWS           # meters per chunk of whole trees (bounds a pass's working set)
+    event_log: MeterEventLog = field(default_factory=MeterEventLog)
     _fleet_at: int | None = None
 
     def __post_init__(self) -> None:
         if self.interval_s is None:
             self.interval_s = self.site.analytics.interval_s
-        self.meters = meters_from_site(self.site)
+        self.meters = meters_from_site(self.site, self.counter_defaults)
         self.buildings = buildings_from_site(self.site)
         self.workcal = WorkCalendar.from_config(self.site.analytics)
         self.factors = factors_for(self.site)
@@ -278,26 +284,34 @@ class IndicatorJob:
         end = self.cal.midnight_ns(last) + NS_PER_DAY + QUARTER_NS
         now = self.clock.now_ns()
         split = now - now % QUARTER_NS  # start of the quarter in progress
-        if self._expected_readings(start, end) > RAW_READINGS_MAX:
-            src = await fetch_quarters(self.query, self.meters, start - QUARTER_NS, end)
-        elif start < split < end:
-            # today so far: the quarters already over as 15-min windows, the one in progress raw, so
-            # a pass's working set stays the same size all day (the soak showed RSS following the day)
-            src = await fetch_quarters(self.query, self.meters, start - QUARTER_NS, split)
-            merge_sources(src, await fetch_raw(self.query, self.meters, split, end))
-        else:
-            src = await fetch_raw(self.query, self.meters, start, end)
-        if not src.data:
-            return []
+        windows = self._expected_readings(start, end) > RAW_READINGS_MAX
+
+        async def fetch(ms: Sequence[MeterInfo]) -> ArraySource:
+            """One chunk of meters (whole meter trees): the pass reads chunk by chunk, so its working
+            set is one chunk's readings whatever the site's size."""
+            if windows:
+                return await fetch_quarters(self.query, ms, start - QUARTER_NS, end)
+            if start < split < end:
+                # today so far: the quarters already over as 15-min windows, the one in progress raw, so
+                # a pass's working set stays the same size all day (the soak showed RSS following the day)
+                src = await fetch_quarters(self.query, ms, start - QUARTER_NS, split)
+                return merge_sources(src, await fetch_raw(self.query, ms, split, end))
+            return await fetch_raw(self.query, ms, start, end)
+
+        src = LoopSource(fetch, asyncio.get_running_loop())
         report: EnergyReport = await asyncio.to_thread(
-            compute_energy_range, src, self.meters, first, last, self.workcal, self.factors, self.cal, self.buildings, periods)
-        for _meter_id, ev in report.events:
-            self.ingest.count("counter_event", kind=ev.kind)
+            compute_energy_range, src, self.meters, first, last, self.workcal, self.factors, self.cal, self.buildings, periods,
+            self.chunk_rows)
+        self.event_log.add(report.events)
+        for kind, n in self.event_log.take_new().items():
+            self.ingest.count("counter_event", n, kind=kind)
+        for a in report.alerts:
+            self.event_log.add_alert(a)
         return report.points
 
     def _expected_readings(self, start: int, end: int) -> float:
         span_s = max(0.0, (min(end, self.clock.now_ns()) - start) / NS)
-        return sum(span_s / m.interval_s for m in self.site.meters)
+        return sum(span_s / m.interval_s for m in self.site.meters if not m.virtual)
 
     async def fleet(self, first: dt.date, last: dt.date, now: int) -> list[Point]:
         """Fleet indicators per vehicle and org, and trips, for local days first..last (``analytics.fleet.jobs``)."""

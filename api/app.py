@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import problems, terminals
 from api.context import ApiContext
+from api.energy_items import items_router
 from api.keys import KeyError_, KeyStore, LastAdminKey, Principal, Role, keys_path_for
 from api.reads import (NS, BadCursor, Row, decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, field_names, iso,
                        page_ids, page_raw, rows_from_series, to_ns)
@@ -104,6 +105,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if auth:
         document_security(app)
     app.include_router(terminals.router(ctx, guard))
+    app.include_router(items_router(site, guard, lambda: ctx.query, tz))
     app.state.ctx = ctx
     app.state.guard = guard
 
@@ -247,7 +249,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # -- meters ---------------------------------------------------------------------------------
     def meter_out(m) -> MeterOut:
         return MeterOut(id=m.id, org=meter_org[m.id], building=m.building, carrier=m.carrier.value, profile=m.profile,
-                        interval_s=m.interval_s, ct_ratio=m.ct_ratio, pt_ratio=m.pt_ratio)
+                        interval_s=m.interval_s, ct_ratio=m.ct_ratio, pt_ratio=m.pt_ratio, parent=m.parent,
+                        item=m.item, formula=m.formula)
 
     @app.get("/v1/meters", response_model=Page[MeterOut], tags=["meters"], responses=READ)
     async def list_meters(p: Who, request: Request, org: OrgQ = None,
@@ -316,7 +319,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         pt = await latest_point("meter", "meter", meter_id)
         dev = device_health(meter_id)
         age = None if pt is None else max(0.0, (time.time_ns() - pt.time_ns) / NS)
-        if dev.get("up") is False:
+        if m.virtual:
+            status = "virtual"
+        elif dev.get("up") is False:
             status = "down"
         elif pt is None:
             status = "unknown"
@@ -324,8 +329,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
             status = "stale"
         else:
             status = "up"
+        events = getattr(getattr(service, "indicators", None), "event_log", None)
         return MeterHealth(meter=meter_id, status=status, last_reading=None if pt is None else iso(pt.time_ns, tz),
-                           age_s=None if age is None else round(age, 3), interval_s=m.interval_s, device=dev)
+                           age_s=None if age is None else round(age, 3), interval_s=m.interval_s, device=dev,
+                           data=events.for_meter(meter_id) if events is not None else {})
 
     @app.get("/v1/meters/{meter_id}/readings", response_model=Readings, tags=["meters"], responses=ONE)
     async def meter_readings(

@@ -63,10 +63,13 @@ class MeterOut(BaseModel):
     org: str
     building: str | None
     carrier: str
-    profile: str
+    profile: str | None = Field(description="device profile; null for a virtual meter")
     interval_s: float
     ct_ratio: float
     pt_ratio: float
+    parent: str | None = Field(None, description="the meter this one sits behind (its consumption is inside the parent's)")
+    item: str | None = Field(None, description="分项 code of what it measures (01A00 lighting and sockets, 01B00 HVAC, ...)")
+    formula: str | None = Field(None, description="a virtual meter: the meters it is computed from")
 
 
 class MeterLatest(BaseModel):
@@ -80,11 +83,15 @@ class MeterLatest(BaseModel):
 
 class MeterHealth(BaseModel):
     meter: str
-    status: str = Field(description="up | down | stale | unknown")
+    status: str = Field(description="up | down | stale | unknown | virtual (computed from other meters)")
     last_reading: str | None = Field(None, description="time of the newest reading, ISO 8601")
     age_s: float | None = Field(None, description="seconds since the newest reading")
     interval_s: float
-    device: dict[str, Any] = Field(default_factory=dict, description="the poller's view: failures, errors by kind")
+    device: dict[str, Any] = Field(default_factory=dict, description="the poller's view: failures, errors by kind, "
+                                                                     "its bus's measured cycle time and budget")
+    data: dict[str, Any] = Field(default_factory=dict, description="the energy passes' view: counter events by rule "
+                                                                   "(wrap, replaced, reset, backstep, glitch, jump, gap), "
+                                                                   "the last ones with evidence, data-quality alerts")
 
 
 class Reading(BaseModel):

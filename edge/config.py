@@ -99,6 +99,9 @@ class Transport(Frozen):
     parity: Parity = Parity.none
     stopbits: int = Field(default=1, ge=1, le=2)
     bytesize: int = Field(default=8, ge=5, le=8)
+    turnaround_ms: float = Field(default=20.0, ge=0,
+                                 description="a device's time from the end of a request to the start of its answer "
+                                             "(10-50 ms on real meters); used by the RS-485 bus budget")
 
     @model_validator(mode="after")
     def _where(self) -> "Transport":
@@ -116,21 +119,108 @@ class Transport(Frozen):
         return f"{self.kind.value}:{self.host}:{self.port}"
 
 
+ITEM_CODE = re.compile(r"^0[1-9][0-9A-Z]{3}$")
+_FORMULA_TERM = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def parse_formula(text: str) -> tuple[tuple[float, str], ...]:
+    """``"hq-main - hq-hvac - hq-lighting"`` → ((1, hq-main), (-1, hq-hvac), (-1, hq-lighting)).
+
+    Meter ids joined by ``+`` and ``-`` written with spaces around them (ids may contain ``-``)."""
+    tokens = text.split()
+    if not tokens:
+        raise ValueError("a formula names at least one meter")
+    out: list[tuple[float, str]] = []
+    sign = 1.0
+    expect_term = True
+    for tok in tokens:
+        if expect_term:
+            if tok in ("+", "-"):
+                if out or tok == "+":
+                    raise ValueError(f"formula {text!r}: two operators in a row at {tok!r}")
+                sign = -1.0
+                continue
+            if not _FORMULA_TERM.match(tok):
+                raise ValueError(f"formula {text!r}: {tok!r} is not a meter id (write operators with spaces around them)")
+            out.append((sign, tok))
+            expect_term = False
+        else:
+            if tok not in ("+", "-"):
+                raise ValueError(f"formula {text!r}: expected + or - before {tok!r}")
+            sign = 1.0 if tok == "+" else -1.0
+            expect_term = True
+    if expect_term:
+        raise ValueError(f"formula {text!r} ends with an operator")
+    return tuple(out)
+
+
 class Meter(Frozen):
+    """A physical meter (``profile`` and ``transport``) or a virtual one (``formula``)."""
+
     id: str
-    profile: str
+    profile: str | None = None
     building: str | None = None
-    org: str | None = Field(default=None, description="defaults to the building's org")
+    org: str | None = Field(default=None, description="defaults to the building's org; a meter without a building "
+                                                      "(a campus incomer) names its org")
     carrier: Carrier = Carrier.electricity
-    transport: Transport
+    transport: Transport | None = None
+    parent: str | None = Field(default=None, description="the meter this one sits behind (same carrier, same org)")
+    item: str | None = Field(default=None, description="分项 code of what it measures (01A00 lighting and sockets, "
+                                                       "01B00 HVAC, ...; docs/energy.md)")
+    formula: str | None = Field(default=None, description="a virtual meter: meter ids joined by + and -, "
+                                                          "e.g. 'hq-main - hq-hvac - hq-lighting'")
     unit_id: int = Field(default=1, ge=0, le=247)
     interval_s: float = Field(default=15.0, gt=0)
     timeout_ms: int = Field(default=1000, gt=0)
     pt_ratio: float = Field(default=1.0, gt=0)
     ct_ratio: float = Field(default=1.0, gt=0)
     registers: tuple[str, ...] | None = Field(default=None, description="subset of the profile's registers; all when omitted")
-    counter_rollover: float | None = Field(default=None, gt=0, description="value at which the energy counter wraps to 0, in its unit")
-    rated_kw: float | None = Field(default=None, gt=0, description="max plausible rate; faster counter steps are flagged as jumps")
+    counter_rollover: float | None = Field(default=None, gt=0,
+                                           description="value at which the energy counter restarts at 0, in its unit "
+                                                       "(a display of 99999999.9 kWh rolls over at 100000000); "
+                                                       "defaults to the register's range (2^32 raw x scale)")
+    rated_kw: float | None = Field(default=None, gt=0, description="max plausible rate; faster counter steps are flagged "
+                                                                   "as jumps (defaults to the profile's power range)")
+
+    @field_validator("item", mode="before")
+    @classmethod
+    def _item_number(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            # YAML reads an unquoted 02000 as a number (octal 1024, even): the code cannot be recovered
+            raise ValueError(f"item {v!r} was read as a number: write the code in quotes, e.g. item: \"02000\"")
+        return v
+
+    @field_validator("item")
+    @classmethod
+    def _item(cls, v: str | None) -> str | None:
+        if v is not None and not ITEM_CODE.match(v):
+            raise ValueError(f"item {v!r} is not a 分项 code (five characters such as 01A00, 01B10, 02000)")
+        return v
+
+    @field_validator("formula")
+    @classmethod
+    def _formula(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_formula(v)
+        return v
+
+    @model_validator(mode="after")
+    def _kind(self) -> "Meter":
+        if self.formula is not None:
+            if self.profile is not None or self.transport is not None:
+                raise ValueError("a virtual meter (formula) has no profile or transport")
+        elif self.profile is None or self.transport is None:
+            raise ValueError("a meter needs a profile and a transport (or a formula, for a virtual meter)")
+        return self
+
+    @property
+    def virtual(self) -> bool:
+        return self.formula is not None
+
+    @property
+    def terms(self) -> tuple[tuple[float, str], ...]:
+        """The formula's (sign, meter id) terms; empty for a physical meter."""
+        return parse_formula(self.formula) if self.formula is not None else ()
 
 
 class Circle(Frozen):
@@ -276,7 +366,7 @@ class Upstream(Frozen):
     username: str | None = None
     password: str | None = None
     token: str | None = None
-    measurements: tuple[str, ...] = ("energy_indicator", "fleet_indicator")
+    measurements: tuple[str, ...] = ("energy_indicator", "energy_item", "fleet_indicator")
     raw: bool = Field(default=False, description="also forward raw meter readings and positions")
     max_bytes: int = Field(default=256 << 20, gt=0)
 
@@ -499,6 +589,7 @@ def _cross_check(site: Site) -> list[tuple[tuple, str]]:
             errs.append((("meters", i, "org"), "a meter needs a building or an org"))
         if m.org is not None and m.org not in orgs:
             errs.append((("meters", i, "org"), f"unknown org {m.org!r}"))
+    errs += _hierarchy_check(site)
     fences = {g.name for g in site.geofences}
     for i, v in enumerate(site.vehicles):
         if v.org not in orgs:
@@ -516,6 +607,109 @@ def _cross_check(site: Site) -> list[tuple[tuple, str]]:
     for i, g in enumerate(site.geofences):
         if g.org is not None and g.org not in orgs:
             errs.append((("geofences", i, "org"), f"unknown org {g.org!r}"))
+    return errs
+
+
+def _hierarchy_check(site: Site) -> list[tuple[tuple, str]]:
+    """How meters sit behind each other (``parent``) and what virtual meters are made of (``formula``).
+
+    A parent has the same carrier and the same org as the meters behind it (a meter's consumption
+    counts only within its own org's scopes); parent chains have no cycle. A virtual meter sits
+    behind a parent and is computed from that parent and meters behind it, so no scope can count
+    it together with a meter it is made of; virtual meters do not depend on each other in a circle."""
+    errs: list[tuple[tuple, str]] = []
+    index = {m.id: i for i, m in enumerate(site.meters)}
+    by_id = {m.id: m for m in site.meters}
+    buildings = {b.id: b.org for b in site.buildings}
+
+    def org_of(m: Meter) -> str | None:
+        if m.org is not None:
+            return m.org
+        return buildings.get(m.building) if m.building is not None else None
+
+    for i, m in enumerate(site.meters):
+        if m.parent is None:
+            continue
+        p = by_id.get(m.parent)
+        if p is None:
+            errs.append((("meters", i, "parent"), f"unknown parent meter {m.parent!r}"))
+        elif p.id == m.id:
+            errs.append((("meters", i, "parent"), "a meter cannot sit behind itself"))
+        elif p.carrier is not m.carrier:
+            errs.append((("meters", i, "parent"), f"parent {p.id!r} measures {p.carrier.value}, this meter "
+                                                  f"{m.carrier.value}: a meter sits behind one of its own carrier"))
+        elif org_of(p) != org_of(m):
+            errs.append((("meters", i, "parent"), f"parent {p.id!r} belongs to org {org_of(p)!r}, this meter to "
+                                                  f"{org_of(m)!r}: a meter's consumption counts only in its own org, "
+                                                  f"so it sits behind a meter of the same org"))
+    reported: set[str] = set()
+    for m in site.meters:
+        seen = [m.id]
+        cur = by_id.get(m.parent) if m.parent else None
+        while cur is not None and cur.id != m.id and cur.id not in seen:
+            seen.append(cur.id)
+            cur = by_id.get(cur.parent) if cur.parent else None
+        if cur is not None and cur.id == m.id and m.id not in reported and len(seen) > 1:
+            reported.update(seen)
+            errs.append((("meters", index[m.id], "parent"), "parent chain forms a cycle: "
+                         + " -> ".join(seen + [m.id])))
+
+    def behind(x: str, anc: str) -> bool:
+        """``x`` is ``anc`` or sits (directly or not) behind it."""
+        hops = 0
+        cur: str | None = x
+        while cur is not None and hops <= len(by_id):
+            if cur == anc:
+                return True
+            nxt = by_id.get(cur)
+            cur = nxt.parent if nxt is not None else None
+            hops += 1
+        return False
+
+    for i, m in enumerate(site.meters):
+        if not m.virtual:
+            continue
+        if m.parent is None:
+            errs.append((("meters", i, "parent"), "a virtual meter names its parent: the meter whose consumption "
+                                                  "it splits (its formula is made of that meter and meters behind it)"))
+        for _, t in m.terms:
+            tm = by_id.get(t)
+            if tm is None:
+                errs.append((("meters", i, "formula"), f"unknown meter {t!r} in the formula"))
+            elif t == m.id:
+                errs.append((("meters", i, "formula"), "a virtual meter cannot be made of itself"))
+            elif tm.carrier is not m.carrier:
+                errs.append((("meters", i, "formula"), f"{t!r} measures {tm.carrier.value}, this meter "
+                                                       f"{m.carrier.value}: carriers are never mixed"))
+            elif org_of(tm) != org_of(m):
+                errs.append((("meters", i, "formula"), f"{t!r} belongs to org {org_of(tm)!r}, this meter to "
+                                                       f"{org_of(m)!r}"))
+            elif m.parent is not None and m.parent in by_id and not behind(t, m.parent):
+                errs.append((("meters", i, "formula"), f"{t!r} is neither the parent {m.parent!r} nor behind it: "
+                                                       f"a virtual meter is computed inside its parent's tree, so no "
+                                                       f"total counts it together with what it is made of"))
+            elif behind(t, m.id):
+                errs.append((("meters", i, "formula"), f"{t!r} sits behind this virtual meter: it cannot also be "
+                                                       f"one of its terms"))
+    # virtual meters made of virtual meters: no circle
+    state: dict[str, int] = {}
+
+    def visit(mid: str, path: list[str]) -> None:
+        state[mid] = 1
+        for _, t in by_id[mid].terms:
+            tm = by_id.get(t)
+            if tm is None or not tm.virtual:
+                continue
+            if state.get(t) == 1:
+                errs.append((("meters", index[mid], "formula"), "virtual meters depend on each other in a circle: "
+                             + " -> ".join(path[path.index(t):] + [t]) if t in path else f"circle through {t!r}"))
+            elif state.get(t) is None:
+                visit(t, path + [t])
+        state[mid] = 2
+
+    for m in site.meters:
+        if m.virtual and m.id not in state:
+            visit(m.id, [m.id])
     return errs
 
 

@@ -19,16 +19,19 @@ conventions: counters end in ``_total``, durations are in seconds.
     edge_sink_state                   0 ok, 1 retrying, 2 blocked (401/403/404: needs an operator)
 
 ``count(name, n, **labels)`` makes other counters on demand (``edge_<name>_total``) so the
-service's ``Ingest.count`` can be backed by the same registry.
+service's ``Ingest.count`` can be backed by the same registry; ``gauge_source`` adds a gauge read at
+scrape time from a component's own state (``edge_modbus_bus_cycle_seconds{bus}``: each RS-485
+line's measured cycle, beside ``edge_modbus_bus_wire_seconds{bus}``, its computed wire time).
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from typing import Callable
+from typing import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _NAME = re.compile(r"[^a-zA-Z0-9_]")
@@ -88,6 +91,12 @@ class Metrics:
             return
         (counter.labels(**labels) if keys else counter).inc(n)
 
+    def gauge_source(self, name: str, doc: str, labelnames: tuple[str, ...],
+                     read: Callable[[], Iterable[tuple[tuple[str, ...], float | None]]]) -> None:
+        """A gauge family read at scrape time: ``read()`` gives (label values, value) pairs (None
+        values are left out). For state a component keeps itself, e.g. each RS-485 bus's cycle."""
+        self.registry.register(_GaugeSource(name, doc, labelnames, read))
+
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample, by its exposed name (e.g. ``edge_points_dropped_total``)."""
         v = self.registry.get_sample_value(name, labels or None)
@@ -99,6 +108,23 @@ class Metrics:
     def text(self) -> str:
         """Prometheus text as ``str`` (serve with ``CONTENT_TYPE``)."""
         return prometheus_text(self.registry).decode("utf-8")
+
+
+class _GaugeSource:
+    """A custom collector (prometheus_client's documented extension point) for ``gauge_source``."""
+
+    def __init__(self, name: str, doc: str, labelnames: tuple[str, ...], read) -> None:
+        self.name, self.doc, self.labelnames, self.read = name, doc, labelnames, read
+
+    def collect(self):
+        g = GaugeMetricFamily(self.name, self.doc, labels=list(self.labelnames))
+        for labels, value in self.read():
+            if value is not None:
+                g.add_metric(list(labels), float(value))
+        yield g
+
+    def describe(self):
+        return [GaugeMetricFamily(self.name, self.doc, labels=list(self.labelnames))]
 
 
 def prometheus_text(registry: CollectorRegistry) -> bytes:

@@ -149,3 +149,24 @@ def phase_weights(seed: int) -> tuple[float, float, float]:
     w = np.array([0.37, 0.34, 0.29]) + 0.03 * np.array([_noise(seed, 1), _noise(seed, 2), _noise(seed, 3)])
     w = np.roll(w, seed % 3)
     return tuple(float(x) for x in w / w.sum())  # type: ignore[return-value]
+
+
+class SumLoad:
+    """A parent circuit (a main incomer): the circuits behind it, plus what is not sub-metered and the
+    distribution losses. Its meter reads their sum, as a real incomer does, so a simulated building
+    wired as a tree gives children that add up below their parent."""
+
+    def __init__(self, parts: "list[OfficeLoad | SumLoad]", unmetered: OfficeLoad | None = None,
+                 loss_share: float = 0.02) -> None:
+        self.parts = list(parts)
+        self.unmetered = unmetered
+        self.loss_share = loss_share
+        self.shape = self.parts[0].shape if self.parts else (unmetered.shape if unmetered else school_shape())
+        self.peak_kw = (sum(p.peak_kw for p in self.parts) + (unmetered.peak_kw if unmetered else 0.0)) * (1 + loss_share)
+        self.seed = self.parts[0].seed if self.parts else 0
+
+    def power_kw(self, t_ns: int) -> float:
+        kw = sum(p.power_kw(t_ns) for p in self.parts)
+        if self.unmetered is not None:
+            kw += self.unmetered.power_kw(t_ns)
+        return kw * (1.0 + self.loss_share)

@@ -7,8 +7,14 @@ shaped by a real building's data); energy/volume counters integrate power/flow o
 
 Faults are injected on the server side, per unit id: ``timeout`` (no answer), ``exception``
 (a Modbus exception code), ``drop`` (close the connection), ``garble`` (corrupt the answer),
-plus the data faults ``counter_reset`` and ``stuck``. ``served(unit)`` returns the exact
-engineering values being served (after encoding), for read-back tests.
+plus the data faults ``stuck`` and the counter events real buildings have: ``counter_replace``
+(a new meter, its counter restarting near zero; ``counter_reset`` is the same at 0),
+``counter_set`` (e.g. just below the register's maximum, so it rolls over), ``counter_glitch``
+(one read decodes garbage), ``counter_backstep`` (one read a little lower: a re-read). A meter's
+own display maximum (``counter_max``, e.g. 100,000,000 kWh for 99999999.9) makes its counters
+roll over there; integer registers also wrap at their raw range when encoded.
+``served(unit)`` returns the exact engineering values being served (after encoding), for
+read-back tests.
 """
 
 from __future__ import annotations
@@ -98,8 +104,11 @@ def encode(value: float, reg: SimRegister) -> tuple[list[int], float]:
 class SimMeter:
     """State of one unit: physics from the load model, counters, pinned values, the register image."""
 
+    COUNTER = {"electricity": ("energy", "active_energy_import_kwh"), "water": ("water", "water_volume_m3"),
+               "gas": ("gas", "gas_volume_m3"), "heat": ("heat", "heat_energy_kwh")}
+
     def __init__(self, regs: list[SimRegister], carrier: str, seed: int, load: OfficeLoad | None,
-                 ct_ratio: float = 1.0, pt_ratio: float = 1.0) -> None:
+                 ct_ratio: float = 1.0, pt_ratio: float = 1.0, counter_max: float | None = None) -> None:
         self.regs = regs
         self.carrier = carrier
         self.seed = seed
@@ -110,8 +119,10 @@ class SimMeter:
         self.weights = phase_weights(seed) if self.three_phase else (1.0, 0.0, 0.0)
         self.ct, self.pt = ct_ratio, pt_ratio
         self.counters: dict[str, float] = {}
+        self.counter_max = counter_max
         self._init_counters()
         self.pinned: dict[str, float] = {}
+        self.transient: dict[str, list] = {}   # register name -> ["value", served value, reads left]
         self.stuck = False
         self.last_t_ns: int | None = None
         self.last_rate: dict[str, float] = {}
@@ -206,6 +217,8 @@ class SimMeter:
                 if rk in rates:
                     prev = self.last_rate.get(rk, rates[rk])
                     self.counters[key] = self.counters.get(key, self.counters["gas"] * 1.02) + (prev + rates[rk]) / 2 * dt_h
+                    if self.counter_max is not None and self.counters[key] >= self.counter_max:
+                        self.counters[key] -= self.counter_max   # the meter's own display rolls over
         self.last_t_ns = t_ns
         self.last_rate = {k: v for k, v in rates.items() if k.startswith("_")}
         ctr = self.counters
@@ -230,6 +243,8 @@ class SimMeter:
             if r.name not in self.pinned:  # the meter reports the secondary side of a PT/CT ratio
                 div = {"none": 1.0, "pt": self.pt, "ct": self.ct, "pt*ct": self.pt * self.ct}[r.ratio]
                 v = v / div
+            if r.name in self.transient:
+                v = self.transient[r.name][1]
             words, back = encode(v, r)
             for i, w in enumerate(words):
                 img[r.fc][r.address + i] = w
@@ -243,7 +258,23 @@ class SimMeter:
         if lo_hi is None or address < lo_hi[0] or address + count > lo_hi[1]:
             return 2
         img = self.image[fc]
-        return [img.get(a, 0) for a in range(address, address + count)]
+        words = [img.get(a, 0) for a in range(address, address + count)]
+        if self.transient:
+            done = [n for n in self.transient if self._covers(n, fc, address, count)]
+            for n in done:
+                self.transient[n][2] -= 1
+                if self.transient[n][2] <= 0:
+                    del self.transient[n]
+            if done:
+                self._encode()
+        return words
+
+    def _covers(self, name: str, fc: int, address: int, count: int) -> bool:
+        return any(r.name == name and r.fc == fc and address <= r.address < address + count for r in self.regs)
+
+    def counter_key(self) -> tuple[str, str]:
+        """(counter, register name) of the carrier's main counter."""
+        return self.COUNTER[self.carrier]
 
 
 # --- faults -------------------------------------------------------------------------------------
@@ -277,6 +308,33 @@ class Faults:
     def counter_reset(self, unit: int) -> None:
         self._server.meters[unit].reset_counters()
         self._server.meters[unit].update(self._server.clock.now_ns())
+
+    def counter_replace(self, unit: int, start: float = 0.0) -> None:
+        """A new meter in place of the old one: its main counter starts at ``start`` (primary side)."""
+        self.counter_set(unit, start)
+
+    def counter_set(self, unit: int, value: float) -> None:
+        """Set the main counter (primary side), e.g. just below the register's maximum so it rolls over."""
+        m = self._server.meters[unit]
+        m.update(self._server.clock.now_ns())
+        m.counters[m.counter_key()[0]] = value
+        m.update(self._server.clock.now_ns())
+        m._encode()
+
+    def counter_glitch(self, unit: int, value: float, reads: int = 1) -> None:
+        """The next ``reads`` reads of the main counter register return ``value`` as served (the
+        register's own side, before any ratio): a communication error decoding garbage."""
+        m = self._server.meters[unit]
+        m.transient[m.counter_key()[1]] = ["value", value, reads]
+        m._encode()
+
+    def counter_backstep(self, unit: int, amount: float, reads: int = 1) -> None:
+        """The next ``reads`` reads return what the counter shows now, ``amount`` lower (as served):
+        a stale re-read, a rounding, noise. The meter goes on counting from its true value."""
+        m = self._server.meters[unit]
+        name = m.counter_key()[1]
+        m.transient[name] = ["value", m.served[name] - amount, reads]
+        m._encode()
 
     def stuck(self, unit: int, on: bool = True) -> None:
         self._server.meters[unit].stuck = on
@@ -323,15 +381,25 @@ class MeterServer:
 
     ``framer="socket"`` is Modbus TCP (MBAP header); ``"rtu"`` is RTU frames over TCP, as a
     serial gateway/DTU forwards them.
+
+    ``baud`` makes an RTU server a baud-faithful RS-485 line: each frame is held for its wire time
+    (characters × ``bits_per_char`` / baud), the line stays silent 3.5 characters (at least 1.75 ms)
+    before the meter answers after ``response_delay_s`` (its turnaround), and one conversation at a
+    time holds the line, whatever the number of TCP connections to the gateway.
     """
 
     def __init__(self, profile: str, unit_ids: Sequence[int] = (1,), host: str = "127.0.0.1", port: int = 0,
                  framer: str = "socket", clock: Clock = SYSTEM_CLOCK, seed: int = 0,
                  load: OfficeLoad | Callable[[int], OfficeLoad] | None = None, profiles_dir: str | None = None,
                  ct_ratio: float = 1.0, pt_ratio: float = 1.0, update_period_s: float = 1.0,
-                 response_delay_s: float = 0.0) -> None:
+                 response_delay_s: float = 0.0, counter_max: float | None = None, baud: int | None = None,
+                 bits_per_char: int = 11) -> None:
         if framer not in ("socket", "rtu"):
             raise ValueError("framer is 'socket' or 'rtu'")
+        if baud is not None and framer != "rtu":
+            raise ValueError("a baud rate is for an RTU line (framer='rtu')")
+        self.baud, self.bits_per_char = baud, bits_per_char
+        self._line = asyncio.Lock()   # the RS-485 line: one frame on it at a time
         self.doc, self.regs = read_profile(profile, profiles_dir)
         self.profile = profile
         self.host, self._port, self.framer, self.clock = host, port, framer, clock
@@ -340,7 +408,8 @@ class MeterServer:
         self.meters: dict[int, SimMeter] = {}
         for u in unit_ids:
             ld = load(u) if callable(load) else load
-            self.meters[u] = SimMeter(self.regs, self.doc["carrier"], seed * 1000 + u, ld, ct_ratio, pt_ratio)
+            self.meters[u] = SimMeter(self.regs, self.doc["carrier"], seed * 1000 + u, ld, ct_ratio, pt_ratio,
+                                      counter_max)
         self.faults = Faults(self)
         self.requests = 0
         self._server: asyncio.base_events.Server | None = None
@@ -453,6 +522,30 @@ class MeterServer:
         loop.add_reader(fd, readable)
         self._serial_fds.append(fd)
 
+    def wire_s(self, chars: int) -> float:
+        return chars * self.bits_per_char / self.baud if self.baud else 0.0
+
+    async def _line_exchange(self, writer: asyncio.StreamWriter, unit: int, fc: int, address: int, count: int,
+                             request_chars: int) -> None:
+        """One request and its answer on a baud-faithful line, holding the line throughout."""
+        gap = max(3.5 * self.bits_per_char / self.baud, 0.00175)
+        async with self._line:
+            # the request's characters take their time; the meter answers after the frame's
+            # closing silence and its turnaround; its answer's characters take theirs
+            await asyncio.sleep(self.wire_s(request_chars) + gap + self.response_delay_s)
+            answer, fault = self._answer(unit, fc, address, count)
+            if fault is not None and fault.kind == "drop":
+                writer.close()
+                return
+            if answer is None:
+                return
+            out = rtu_frame(bytes([unit]) + answer)
+            if fault is not None and fault.kind == "garble":
+                out = out[:3] + bytes(b ^ 0x5A for b in out[3:])
+            await asyncio.sleep(self.wire_s(len(out)))
+            writer.write(out)
+            await writer.drain()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
@@ -473,6 +566,9 @@ class MeterServer:
                     if crc16(frame[:-2]) != struct.unpack("<H", frame[-2:])[0]:
                         continue  # a real slave ignores a frame with a bad CRC
                     address, count = struct.unpack(">HH", frame[2:6])
+                if self.baud is not None:
+                    await self._line_exchange(writer, unit, fc, address, count, len(frame))
+                    continue
                 answer, fault = self._answer(unit, fc, address, count)
                 if self.response_delay_s:
                     await asyncio.sleep(self.response_delay_s)

@@ -9,7 +9,8 @@ Rules (shared/DOMAIN.md):
   absolute floor (so a 0.1 kW base load does not raise alarms for 0.2 kW).
 - ``counter_stalled``: the counter did not move for at least ``stall_hours`` while it had been
   moving before (a frozen register, a dead CT); ``counter_jump`` / ``counter_reset`` /
-  ``counter_wrap``: the events of ``analytics.energy.counters``.
+  ``counter_replaced`` / ``counter_wrap`` / ``counter_glitch`` / ``counter_gap``: the events of
+  ``analytics.energy.counters``.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def counter_anomalies(meter: str, d: CounterDeltas, values: np.ndarray, spec: Co
     """Stalled counters (1-D series of one meter) plus the counter events as anomalies."""
     out = [Anomaly(f"counter_{e.kind}", meter, e.start_ns, e.end_ns,
                    {"before": e.before, "after": e.after, "counted": e.delta, "rule": e.rule})
-           for e in d.events(values, spec) if e.kind in ("jump", "reset", "wrap", "gap")]
+           for e in d.events(values, spec) if e.kind in ("jump", "reset", "replaced", "wrap", "glitch", "gap")]
     v = np.asarray(values, dtype=np.float64)
     sel = d.valid if d.valid.ndim == 1 else d.valid[0]
     t = d.times_ns[sel]

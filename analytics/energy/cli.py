@@ -36,6 +36,22 @@ app = typer.Typer(help="Energy analytics: consumption, kgce, CO2, peaks, baselin
 QUERY_FACTORY: Callable[[object], object] | None = None
 
 
+# And this to a function (site) -> {meter id: (rollover, rated kW)} from the device profiles
+# (the composition root's ``edge.app.site.counter_defaults_for``), so the CLI applies the same
+# counter rules as the service.
+COUNTER_DEFAULTS: Callable[[object], dict] | None = None
+
+
+def use_counter_defaults(fn: Callable[[object], dict] | None) -> None:
+    global COUNTER_DEFAULTS
+    COUNTER_DEFAULTS = fn
+
+
+def _meters(site):
+    from analytics.energy.jobs import meters_from_site
+    return meters_from_site(site, COUNTER_DEFAULTS(site) if COUNTER_DEFAULTS is not None else None)
+
+
 def use_query_factory(factory: Callable[[object], object] | None) -> None:
     """How the mounting code hands the CLI its query layer: ``factory(site) -> Query``."""
     global QUERY_FACTORY
@@ -67,9 +83,9 @@ def read_readings_csv(path: str | Path, site) -> ArraySource:
 
 def run_energy(source: CounterSource, site, first: dt.date, last: dt.date) -> list[str]:
     """Compute the range and return line-protocol lines of the indicator Points."""
-    from analytics.energy.jobs import buildings_from_site, compute_energy_range, meters_from_site
+    from analytics.energy.jobs import buildings_from_site, compute_energy_range
     a = site.analytics
-    report = compute_energy_range(source, meters_from_site(site), first, last, WorkCalendar.from_config(a),
+    report = compute_energy_range(source, _meters(site), first, last, WorkCalendar.from_config(a),
                                   FactorSet().with_grid_factor(a.grid_kgco2_per_kwh),
                                   buildings=buildings_from_site(site))
     return to_lines(report.points).splitlines() if report.points else []
@@ -77,9 +93,9 @@ def run_energy(source: CounterSource, site, first: dt.date, last: dt.date) -> li
 
 async def run_energy_query(query, site, first: dt.date, last: dt.date) -> list[str]:
     """The same through the query layer (``edge.query.Query``)."""
-    from analytics.energy.jobs import buildings_from_site, compute_energy_from_query, meters_from_site
+    from analytics.energy.jobs import buildings_from_site, compute_energy_from_query
     a = site.analytics
-    report = await compute_energy_from_query(query, meters_from_site(site), first, last,
+    report = await compute_energy_from_query(query, _meters(site), first, last,
                                              WorkCalendar.from_config(a),
                                              FactorSet().with_grid_factor(a.grid_kgco2_per_kwh),
                                              buildings=buildings_from_site(site))

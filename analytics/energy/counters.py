@@ -1,24 +1,37 @@
 """Consumption from cumulative counters (active_energy_import_kwh, water_volume_m3, ...).
 
 A counter's reading only ever grows, so consumption is the sum of deltas between readings,
-never a raw reading. Each interval between two consecutive valid readings gets a status:
+never a raw reading. Each interval between two consecutive valid readings gets a status, by a
+stated rule (the ``rule`` text of each ``CounterEvent``):
 
 - ``ok``: delta ≥ 0 and plausible.
-- ``backstep``: a small negative step (|delta| ≤ ``backstep_tolerance``, e.g. float rounding or a
-  meter re-reading a register): counted as 0.
-- ``wrap``: the register wrapped at its maximum (``rollover``, in the counter's unit, i.e. the
-  register's max raw value × its scale; uint32 raw ×0.01 kWh → 42,949,672.96): the previous
-  reading was in the top ``wrap_zone`` of the range and the new one in the bottom; delta =
-  rollover − previous + current.
-- ``reset``: any other negative step (meter reset or replaced). A new segment starts at the new
-  reading; the interval across the reset counts 0 and is reported (we don't know what the new
-  meter started from, so nothing is subtracted and nothing invented).
+- ``backstep`` (noise): a small negative step (|delta| ≤ ``backstep_tolerance`` +
+  ``backstep_relative`` × the reading: float rounding, a meter re-reading a register): counted 0, and the counter is *held* at the level before it, so
+  the next ok interval counts from there (100.00, 99.98, 100.10 counts 0.10, not 0.12).
+- ``wrap``: the register rolled over at its maximum (``rollover``, in the counter's unit: the
+  register's range, 2^32 raw × scale for a uint32, or the meter's own display maximum such as
+  100,000,000 kWh for 99999999.9): the previous reading was in the top ``wrap_zone`` of the range
+  and the new one in the bottom; delta = rollover − previous + current.
+- ``replaced`` (a meter replaced or reset to zero): any other negative step to a reading near
+  zero: at most what ``rated_kw`` allows over the interval, or without a rating at most
+  ``restart_zone`` of the previous reading. A new segment starts; with a rating the new reading is
+  counted (the new register counted up from zero), without one the interval counts 0. The old
+  meter's last minutes are not known and not invented.
+- ``reset``: any other negative step (neither a wrap nor near zero): a new segment starts at the
+  new reading; the interval counts 0 (nothing subtracted, nothing invented).
 - ``jump``: delta larger than ``rated_kw`` × dt × ``jump_margin`` (what the meter's rating allows
   in that time): flagged; excluded from consumption unless ``keep_jumps``.
+- ``glitch`` (one reading out of line: a communication error decoding garbage): a reading whose
+  steps to its neighbours go opposite ways, one of them flagged (jump, reset, replaced, wrap),
+  while its neighbours agree with each other (a plausible step from one to the other). The
+  reading is dropped and the interval across it counted like any other.
 - ``gap`` is a separate flag: the interval lasted longer than ``max_gap_s``. Its (measured)
   energy is real; it is either spread linearly over the gap (``GapPolicy.spread``) or put in
   the bin of the reading that closes the gap (``GapPolicy.last_bin``). Either way the bins of a
   gap have coverage 0, so a gap is visible, and the total is what the counter says.
+
+None of the rules can give a negative count, and with a rating none can give more than the meter
+could measure in the time.
 
 Everything works on a 1-D series or a 2-D block (meters × samples) sharing one time axis, with
 NaN for a missing reading, so 1,000 meters are processed at once.
@@ -26,7 +39,7 @@ NaN for a missing reading, so 1,000 meters are processed at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum, IntEnum
 from functools import cached_property
 
@@ -42,6 +55,7 @@ class Status(IntEnum):
     wrap = 3
     reset = 4
     jump = 5
+    replaced = 6
 
 
 class GapPolicy(str, Enum):
@@ -60,16 +74,19 @@ class CounterSpec:
     rated_kw: float | None = None        # max plausible rate (unit per hour); None: no jump check
     jump_margin: float = 1.5
     backstep_tolerance: float = 0.05
+    backstep_relative: float = 0.0       # plus this share of the reading (float32 registers lose digits as they grow)
     wrap_zone: float = 0.1               # prev ≥ (1−zone)·rollover and cur ≤ zone·rollover
     max_gap_s: float = 1800.0
     keep_jumps: bool = False
+    restart_zone: float = 0.01           # without a rating: "near zero" is at most this share of the previous reading
+    glitches: bool = True                # drop a single reading out of line (see the module's rules)
 
 
 @dataclass(frozen=True, slots=True)
 class CounterEvent:
     """A data-quality event found in a counter series, with its evidence."""
 
-    kind: str            # wrap | reset | jump | backstep | gap
+    kind: str            # wrap | replaced | reset | jump | backstep | glitch | gap
     row: int             # meter row in the block (0 for a 1-D series)
     start_ns: int        # time of the reading before
     end_ns: int          # time of the reading after
@@ -92,6 +109,7 @@ class CounterDeltas:
     after_missing: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (row, col, prev col)
     flagged: tuple[np.ndarray, np.ndarray] | None = None  # every non-ok or gap interval, row-major
     none_at: tuple[np.ndarray, np.ndarray] | None = None  # (row, col ≥ 1) where no interval ends
+    glitches: tuple = ()      # (row, col of the dropped reading, col before, col after), found first
 
     @cached_property
     def dt_ns(self) -> np.ndarray:
@@ -131,9 +149,15 @@ class CounterDeltas:
         t = self.times_ns
         out: list[CounterEvent] = []
         rules = {
-            Status.backstep: f"negative step within tolerance {spec.backstep_tolerance}: counted 0",
-            Status.wrap: f"register wrapped at rollover {spec.rollover}",
-            Status.reset: "negative step, not a wrap: meter reset or replaced, new segment, interval counted 0",
+            Status.backstep: f"negative step within tolerance {spec.backstep_tolerance:g}"
+                             + (f" + {spec.backstep_relative:.2g} x reading" if spec.backstep_relative else "")
+                             + ": counted 0, counter held at the level before it",
+            Status.wrap: f"register rolled over at {spec.rollover}: counted rollover - before + after",
+            Status.replaced: ("negative step to a reading near zero: meter replaced or reset, new segment, "
+                              + ("the new reading counted (within rated_kw x time)" if spec.rated_kw is not None
+                                 else f"interval counted 0 (no rated_kw to bound it; near zero = at most "
+                                      f"{spec.restart_zone:g} of the reading before)")),
+            Status.reset: "negative step, neither a rollover nor near zero: new segment, interval counted 0",
             Status.jump: f"delta above rated_kw {spec.rated_kw} x time x {spec.jump_margin}"
                          + (" (kept)" if spec.keep_jumps else ": excluded"),
         }
@@ -153,6 +177,10 @@ class CounterDeltas:
             if gap[r, c]:
                 out.append(CounterEvent("gap", r, start, int(t[c]), before, float(v[r, c]), float(d[r, c]),
                                         f"no reading for {dt / NS_PER_S:.0f} s > max_gap_s {spec.max_gap_s:.0f}"))
+        for r, c, p, n in self.glitches:
+            out.append(CounterEvent("glitch", r, int(t[p]), int(t[n]), float(v[r, p]), float(v[r, c]), 0.0,
+                                    f"one reading out of line ({float(v[r, c]):g} between {float(v[r, p]):g} and "
+                                    f"{float(v[r, n]):g}): dropped, the interval across it counted"))
         return out
 
 
@@ -194,7 +222,7 @@ def _nonzero2(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec | None = None,
-                   out: np.ndarray | None = None) -> CounterDeltas:
+                   out: np.ndarray | None = None, *, glitch_pass: bool = True) -> CounterDeltas:
     """Classify every interval between consecutive valid readings and compute counted deltas.
 
     ``times_ns`` int64 (n,) strictly increasing; ``values`` float (n,) or (m, n), NaN = missing.
@@ -271,7 +299,7 @@ def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec |
         d = raw[neg_r, neg_c]
         cur = v[neg_r, neg_c]
         prev = cur - d
-        back = d >= -spec.backstep_tolerance
+        back = d >= -(spec.backstep_tolerance + spec.backstep_relative * np.abs(prev))
         st = np.where(back, np.int8(Status.backstep), np.int8(Status.reset))
         counted = np.zeros_like(d)
         if spec.rollover is not None:
@@ -279,8 +307,20 @@ def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec |
             wrap = ~back & (prev >= (1 - spec.wrap_zone) * r) & (cur <= spec.wrap_zone * r)
             st[wrap] = Status.wrap
             counted[wrap] = r - prev[wrap] + cur[wrap]
+        rest = np.flatnonzero(st == Status.reset)
+        if rest.size:                 # near zero: the meter was replaced (or reset to zero)
+            c_r = cur[rest]
+            if per_ns is not None:
+                lim = _interval_ns(neg_r[rest], neg_c[rest], dt_row, fr, fc, dt_after, n) * per_ns + spec.backstep_tolerance
+                near = rest[(c_r >= 0) & (c_r <= lim)]
+                counted[near] = cur[near]
+            else:
+                near = rest[(c_r >= 0) & (c_r <= spec.restart_zone * prev[rest])]
+            st[near] = Status.replaced
         status[neg_r, neg_c] = st
         delta[neg_r, neg_c] = counted
+        held = back                   # backsteps: the next ok interval counts from the level before them
+        held_d = d[held]
     jr = jc = np.empty(0, dtype=np.int64)
     if allowed_row is not None:
         # an interval after missing readings is longer than dt_row, so this finds a superset
@@ -304,6 +344,18 @@ def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec |
             status[jr, jc] = Status.jump
             if not spec.keep_jumps:
                 delta[jr, jc] = 0.0
+    if neg_r.size and held.any():
+        _hold_backsteps(delta, status, valid, neg_r[held], neg_c[held], held_d)
+    if glitch_pass and spec.glitches and (neg_r.size or jr.size):
+        found = _find_glitches(t, v, valid, status, spec, per_ns, np.concatenate([neg_r, jr]),
+                               np.concatenate([neg_c, jc]))
+        if found:
+            clean = np.array(v_in, dtype=np.float64)
+            c2 = np.atleast_2d(clean)
+            for r, c, _, _ in found:
+                c2[r, c] = np.nan
+            res = counter_deltas(t, clean, spec, out, glitch_pass=False)
+            return replace(res, glitches=tuple(found))
     flag_r = [neg_r]
     flag_c = [neg_c]
     if spec.rated_kw is not None and jr.size:
@@ -327,6 +379,83 @@ def counter_deltas(times_ns: np.ndarray, values: np.ndarray, spec: CounterSpec |
         return CounterDeltas(t, delta[0], status[0], gap[0], valid[0], None,
                              (np.zeros_like(flagged[1]), flagged[1]))
     return CounterDeltas(t, delta, status, gap, valid, (fr, fc, pc), flagged, (none_r, none_c))
+
+
+def _interval_ns(rr: np.ndarray, cc: np.ndarray, dt_row: np.ndarray, fr: np.ndarray, fc: np.ndarray,
+                 dt_after: np.ndarray, n: int) -> np.ndarray:
+    """Length of the intervals ending at (rr, cc): the step before the column, or, after missing
+    readings, back to the last valid one ((fr, fc) row-major with their lengths ``dt_after``)."""
+    dtv = dt_row[cc].copy()
+    if fr.size:
+        am = fr * n + fc
+        k = np.minimum(np.searchsorted(am, rr * n + cc), am.size - 1)
+        hit = am[k] == rr * n + cc
+        dtv[hit] = dt_after[k[hit]]
+    return dtv
+
+
+def _hold_backsteps(delta: np.ndarray, status: np.ndarray, valid: np.ndarray, br: np.ndarray, bc: np.ndarray,
+                    bd: np.ndarray) -> None:
+    """After a run of backsteps the counter is held at the level before it: the next ok interval
+    counts from there (its delta plus the run's negative steps, never below 0)."""
+    rows_cols: dict[int, np.ndarray] = {}
+    i = 0
+    while i < br.size:
+        r = int(br[i])
+        cols = rows_cols.get(r)
+        if cols is None:
+            cols = rows_cols[r] = np.flatnonzero(valid[r])
+        carry = float(bd[i])
+        c = int(bc[i])
+        # consecutive backsteps of one row add up
+        while i + 1 < br.size and br[i + 1] == r:
+            k = int(np.searchsorted(cols, c)) + 1
+            if k < cols.size and cols[k] == bc[i + 1]:
+                i += 1
+                c = int(bc[i])
+                carry += float(bd[i])
+            else:
+                break
+        k = int(np.searchsorted(cols, c)) + 1
+        if k < cols.size and status[r, cols[k]] == Status.ok:
+            delta[r, cols[k]] = max(0.0, delta[r, cols[k]] + carry)
+        i += 1
+
+
+_SUSPECT = (Status.wrap, Status.reset, Status.jump, Status.replaced)
+
+
+def _find_glitches(t: np.ndarray, v: np.ndarray, valid: np.ndarray, status: np.ndarray, spec: CounterSpec,
+                   per_ns: float | None, cand_r: np.ndarray, cand_c: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Single readings out of line, found around the flagged intervals: (row, col of the reading,
+    col of the reading before, col of the reading after)."""
+    tol = spec.backstep_tolerance
+    cols_of: dict[int, np.ndarray] = {}
+    found: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+
+    def plausible(r: int, a: int, b: int) -> bool:
+        d = v[r, b] - v[r, a]
+        return bool(d >= -tol and (per_ns is None or d <= per_ns * (t[b] - t[a]) + tol))
+
+    def out_of_line(r: int, p: int, c: int, nx: int) -> bool:
+        s1, s2 = v[r, c] - v[r, p], v[r, nx] - v[r, c]
+        return bool(abs(s1) > tol and abs(s2) > tol and (s1 > 0) != (s2 > 0) and plausible(r, p, nx))
+
+    for r, c in zip(cand_r.tolist(), cand_c.tolist()):
+        if status[r, c] not in _SUSPECT:
+            continue
+        cols = cols_of.get(r)
+        if cols is None:
+            cols = cols_of[r] = np.flatnonzero(valid[r])
+        k = int(np.searchsorted(cols, c))
+        if k < 1 or k >= cols.size or cols[k] != c:
+            continue
+        p = int(cols[k - 1])
+        if k + 1 < cols.size and out_of_line(r, p, c, int(cols[k + 1])):
+            found[(r, c)] = (r, c, p, int(cols[k + 1]))
+        elif k >= 2 and out_of_line(r, int(cols[k - 2]), p, c):
+            found[(r, p)] = (r, p, int(cols[k - 2]), c)
+    return sorted(found.values())
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,13 @@ CARRIER_FIELD = {
     "gas": ("gas_volume_m3", "m3"),
     "heat": ("heat_energy_kwh", "kWh"),
 }
+# the instantaneous rate of each carrier (its range bounds how fast the counter may move)
+RATE_FIELD = {
+    "electricity": "active_power_total_kw",
+    "water": "flow_m3_h",
+    "gas": "gas_flow_m3_h",
+    "heat": "heat_power_kw",
+}
 
 
 # --- quotas and targets ------------------------------------------------------------------------

@@ -144,14 +144,16 @@ def _night_slice(night_quarters: np.ndarray) -> slice | np.ndarray:
 
 
 def _day_aggregates(q: np.ndarray, cov: np.ndarray, working: np.ndarray, night_quarters: np.ndarray,
-                    chunk_rows: int = 16, base_pct: float | None = None):
+                    chunk_rows: int = 16, base_pct: float | None = None, keep_night: bool = False):
     """Per row and day: Σ energy, known quarters, Σ off-hours energy, Σ coverage (in quarters),
     max quarter power (NaN when none), and the night quarters' power, or with ``base_pct`` the
     day's base load (that percentile of its night quarters' power, in quarter units) instead.
 
     The common day (every quarter known and fully covered) costs one reduction per aggregate
     over row chunks that stay in cache; the rare ones (a NaN quarter, a quarter covered in
-    part) are found on the way and recomputed where they are with the exact rules."""
+    part) are found on the way and recomputed where they are with the exact rules. With
+    ``base_pct`` and ``keep_night``, the night quarters' power comes back too, after the base load
+    (for month and year base loads from the same pass)."""
     rows, n_days, nq = q.shape
     day_sum = np.empty((rows, n_days))
     day_off = np.empty((rows, n_days))
@@ -165,6 +167,7 @@ def _day_aggregates(q: np.ndarray, cov: np.ndarray, working: np.ndarray, night_q
         n_night = ns.stop - ns.start
         day_base = np.empty((rows, n_days))
         nbuf = np.empty((min(chunk_rows, rows), n_days, n_night))
+        night_all = np.empty((rows, n_days, n_night)) if keep_night else None
     for a in range(0, rows, chunk_rows):
         b = min(a + chunk_rows, rows)
         qc, cc = q[a:b], cov[a:b]
@@ -182,6 +185,8 @@ def _day_aggregates(q: np.ndarray, cov: np.ndarray, working: np.ndarray, night_q
                 _night_power_fix(nc, qc, cc, ne, ns)
             nc.sort(axis=-1)
             day_base[a:b] = _percentile_of_sorted(nc, base_pct)
+            if night_all is not None:
+                night_all[a:b] = nc
     partial_flat = np.concatenate(partial) if partial else np.empty(0, dtype=np.int64)
     # coverage: a day whose quarters are all fully covered sums to nq exactly; the others are summed
     day_cov.fill(nq)
@@ -205,6 +210,8 @@ def _day_aggregates(q: np.ndarray, cov: np.ndarray, working: np.ndarray, night_q
         with np.errstate(invalid="ignore", divide="ignore"):
             day_peak.reshape(-1)[fix] = np.fmax.reduce(_quarter_power(q_days[fix], cov.reshape(-1, nq)[fix]), axis=1)
     if per_day_base:
+        if keep_night:
+            return day_sum, day_known, day_off, day_cov, day_peak, day_base, night_all
         return day_sum, day_known, day_off, day_cov, day_peak, day_base
     if not isinstance(ns, slice):
         return day_sum, day_known, day_off, day_cov, day_peak, _quarter_power(q[:, :, ns], cov[:, :, ns])
@@ -249,28 +256,53 @@ def compute_indicators(block: QuarterBlock, period: Period, cal: LocalCalendar, 
 
     ``working``: bool (days, 96) working-time mask from ``WorkCalendar.working_quarters``.
     """
+    return compute_indicators_many(block, (period,), cal, working, factors, scope, night_quarters, base_pct)[0]
+
+
+def compute_indicators_many(block: QuarterBlock, periods, cal: LocalCalendar, working: np.ndarray,
+                            factors: FactorSet = FactorSet(), scope: str = "meter",
+                            night_quarters: np.ndarray = DEFAULT_NIGHT, base_pct: float = 5.0) -> list[IndicatorTable]:
+    """``compute_indicators`` for several periods from one pass over the quarters (day, month and
+    year rows are all sums, maxima and percentiles of the same day aggregates)."""
     q, cov = block.q, block.coverage
     rows, n_days, _ = q.shape
     if working.shape != (n_days, QUARTERS_PER_DAY):
         raise ValueError(f"working mask {working.shape} does not match {n_days} days")
-    day_sum, day_known, day_off, day_cov, day_peak, night = _day_aggregates(
-        q, cov, working, night_quarters, base_pct=base_pct if period is Period.day else None)
+    periods = list(periods)
+    for period in periods:
+        if period not in (Period.day, Period.month, Period.year):
+            raise ValueError(f"compute_indicators takes day, month or year, not {period.value}")
+    with_day = Period.day in periods
+    longer = any(p is not Period.day for p in periods)
+    agg = _day_aggregates(q, cov, working, night_quarters, base_pct=base_pct if with_day else None,
+                          keep_night=longer)
+    day_sum, day_known, day_off, day_cov, day_peak = agg[:5]
+    if with_day and len(agg) == 7:            # per-day base loads and the nights for longer periods
+        day_base, night = agg[5], agg[6]
+    elif with_day and agg[5].ndim == 2:       # per-day base loads only
+        day_base, night = agg[5], None
+    else:                                     # the nights' power (base loads computed below)
+        day_base, night = None, agg[5]
+    return [_period_table(block, period, cal, factors, scope, base_pct, day_sum, day_known, day_off, day_cov,
+                          day_peak, day_base, night) for period in periods]
 
+
+def _period_table(block: QuarterBlock, period: Period, cal: LocalCalendar, factors: FactorSet, scope: str,
+                  base_pct: float, day_sum, day_known, day_off, day_cov, day_peak, day_base, night) -> IndicatorTable:
+    rows, n_days = day_sum.shape
     if period is Period.day:
         starts = cal.day_start_ns(block.first_day + np.arange(n_days))
         consumption = np.where(day_known > 0, day_sum, np.nan)
         off = day_off
         cov_q = day_cov
         peak_q = day_peak
-        base_q = night if night.ndim == 2 else nan_percentile(night, base_pct)  # 2-D: per day already
+        base_q = day_base if day_base is not None else nan_percentile(night, base_pct)
         n_q = np.full(n_days, QUARTERS_PER_DAY)
     else:
         if period is Period.month:
             idx, starts = cal.month_starts(block.first_day, n_days)
-        elif period is Period.year:
-            idx, starts = cal.year_starts(block.first_day, n_days)
         else:
-            raise ValueError(f"compute_indicators takes day, month or year, not {period.value}")
+            idx, starts = cal.year_starts(block.first_day, n_days)
         known_p = np.add.reduceat(day_known, idx, axis=1)
         consumption = np.where(known_p > 0, np.add.reduceat(day_sum, idx, axis=1), np.nan)
         off = np.add.reduceat(day_off, idx, axis=1)
@@ -507,12 +539,13 @@ def add_changes(monthly: IndicatorTable, field_name: str = "consumption_kwh",
 
 def block_from_counters(times_ns: np.ndarray, values: np.ndarray, specs, cal: LocalCalendar, first_day: int,
                         n_days: int, ids: Sequence[str], orgs: Sequence[str], carriers: Sequence[str],
-                        gap_policy=None, chunk_rows: int = 32):
+                        gap_policy=None, chunk_rows: int = 32, extra_rows: int = 0):
     """Counter readings (m, n) on a shared time axis (NaN = missing) → ``QuarterBlock`` over
     ``n_days`` local days from ``first_day``, plus the counter events per row.
 
     ``specs``: one ``CounterSpec`` for all rows or a list of one per row (rows with equal specs
-    are processed together)."""
+    are processed together). ``extra_rows``: rows after the ``m`` counters that the caller fills
+    (virtual meters); ``ids``, ``orgs`` and ``carriers`` name them too. They start unknown."""
 
     gap_policy = gap_policy or GapPolicy.spread
     v = np.atleast_2d(np.asarray(values, dtype=np.float64))
@@ -520,10 +553,16 @@ def block_from_counters(times_ns: np.ndarray, values: np.ndarray, specs, cal: Lo
     spec_list = list(specs) if isinstance(specs, (list, tuple)) else [specs or CounterSpec()] * m
     start = int(cal.day_start_ns(first_day))
     nb = n_days * QUARTERS_PER_DAY
-    q = np.empty((m, nb))
-    cov = np.empty((m, nb), dtype=np.float32)     # a fraction 0..1: float32 halves its memory
+    q = np.empty((m + extra_rows, nb))
+    cov = np.empty((m + extra_rows, nb), dtype=np.float32)     # a fraction 0..1: float32 halves its memory
+    q[m:] = np.nan
+    cov[m:] = 0.0
     events = []
-    buf = np.empty((min(chunk_rows, m), v.shape[1]))  # one delta buffer for every chunk
+    if v.shape[-1] == 0:                          # no reading at all: every quarter unknown
+        q[:m] = np.nan
+        cov[:m] = 0.0
+        spec_list = []
+    buf = np.empty((min(chunk_rows, m), v.shape[1])) if spec_list else None  # one delta buffer for every chunk
     groups: dict = {}
     for r, s in enumerate(spec_list):
         groups.setdefault(s, []).append(r)
@@ -543,7 +582,8 @@ def block_from_counters(times_ns: np.ndarray, values: np.ndarray, specs, cal: Lo
                 q[sl], cov[sl] = b.energy, b.coverage
             for e in d.events(vv, s):
                 events.append((ids[part[e.row]], e))
-    blk = QuarterBlock(first_day, q.reshape(m, n_days, QUARTERS_PER_DAY), cov.reshape(m, n_days, QUARTERS_PER_DAY),
+    mt = m + extra_rows
+    blk = QuarterBlock(first_day, q.reshape(mt, n_days, QUARTERS_PER_DAY), cov.reshape(mt, n_days, QUARTERS_PER_DAY),
                        list(ids), list(orgs), list(carriers))
     return blk, events
 

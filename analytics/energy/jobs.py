@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -24,21 +24,24 @@ from analytics.energy.anomalies import baseline_anomalies
 from analytics.energy.baseline import counter_measured_days, daily_mean_temperature, fit_daily_models, implausible_temperature_days, savings
 from analytics.energy.counters import CounterSpec
 from analytics.energy.factors import CARRIER_FIELD, FactorSet
+from analytics.energy.hierarchy import Hierarchy
 from analytics.energy.indicators import (
     IndicatorTable,
+    QuarterBlock,
+    Rollup,
     add_changes,
     apply_rollup,
     areas_for,
     block_from_counters,
     combine_carriers,
-    compute_indicators,
+    compute_indicators_many,
     daily_consumption,
-    rollup_by_building,
-    rollup_by_org,
     to_points,
 )
-from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
+from analytics.energy.quality import DataQualityAlert, QualityRules, children_exceed_parent, negative_runs
+from analytics.periods import NS_PER_DAY, QUARTER_NS, QUARTERS_PER_DAY, LocalCalendar, Period
 from analytics.workcal import WorkCalendar
+from edge.point import Point
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,29 @@ class ArraySource:
         return np.asarray(t[sel], dtype=np.int64), np.asarray(v[sel], dtype=np.float64)
 
 
+class LoopSource:
+    """A ``CounterSource`` for a computation running in a worker thread: before each chunk of meters
+    (``prepare``) it reads just those meters through ``fetch`` (a coroutine function, run on the
+    event loop ``loop``) and serves them, dropping the previous chunk's readings. The readings in
+    memory at once are one chunk's, not the whole site's."""
+
+    def __init__(self, fetch: Callable[[Sequence["MeterInfo"]], "object"], loop) -> None:
+        self.fetch, self.loop = fetch, loop
+        self.current: ArraySource = ArraySource()
+        self.chunks = 0
+
+    def prepare(self, meters: Sequence["MeterInfo"]) -> None:
+        import asyncio
+
+        self.current = ArraySource()   # let the previous chunk go before the next one arrives
+        if meters:
+            self.current = asyncio.run_coroutine_threadsafe(self.fetch(list(meters)), self.loop).result()
+        self.chunks += 1
+
+    def fetch_counter(self, meter_id: str, field: str, start_ns: int, end_ns: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.current.fetch_counter(meter_id, field, start_ns, end_ns)
+
+
 @dataclass(frozen=True)
 class MeterInfo:
     id: str
@@ -75,6 +101,13 @@ class MeterInfo:
     carrier: str = "electricity"
     building: str | None = None
     spec: CounterSpec = CounterSpec()
+    parent: str | None = None                     # the meter it sits behind
+    item: str | None = None                       # 分项 code (analytics.energy.items)
+    terms: tuple[tuple[float, str], ...] = ()     # a virtual meter: (sign, meter id)
+
+    @property
+    def virtual(self) -> bool:
+        return bool(self.terms)
 
 
 @dataclass
@@ -82,6 +115,33 @@ class EnergyReport:
     tables: list[IndicatorTable]
     events: list                     # (meter id, CounterEvent)
     points: list                     # edge.point.Point
+    items: list = field(default_factory=list)    # ItemTable per period
+    alerts: list = field(default_factory=list)   # analytics.energy.quality.DataQualityAlert
+
+
+@dataclass
+class ItemTable:
+    """Itemised consumption per scope for consecutive periods. ``keys[r]`` is ``(kind, scope id,
+    carrier, level, code)``; ``consumption`` (rows, periods) in the carrier's unit, ``share`` its
+    fraction of the scope's total (the scope's top meters)."""
+
+    period: Period
+    starts_ns: np.ndarray
+    keys: list[tuple]
+    orgs: list[str]
+    consumption: np.ndarray
+    share: np.ndarray
+    totals: dict[tuple[str, str, str], np.ndarray]   # (kind, scope id, carrier) -> (periods,)
+
+    def value(self, kind: str, scope_id: str, code: str, level: int = 2, carrier: str = "electricity",
+              k: int = 0, field_name: str = "consumption") -> float:
+        r = self.keys.index((kind, scope_id, carrier, level, code))
+        return float((self.consumption if field_name == "consumption" else self.share)[r, k])
+
+    def breakdown(self, kind: str, scope_id: str, level: int = 2, carrier: str = "electricity", k: int = 0
+                  ) -> dict[str, float]:
+        return {key[4]: float(self.consumption[r, k]) for r, key in enumerate(self.keys)
+                if key[:4] == (kind, scope_id, carrier, level)}
 
 
 def align_on_grid(series: Sequence[tuple[np.ndarray, np.ndarray]], start_ns: int, end_ns: int,
@@ -117,63 +177,343 @@ def align_on_grid(series: Sequence[tuple[np.ndarray, np.ndarray]], start_ns: int
     return union, out
 
 
+ChunkReader = Callable[[Sequence[MeterInfo]], tuple[np.ndarray, np.ndarray]]
+CHUNK_ROWS = 128   # meters per chunk (whole trees): bounds the working set of a pass
+
+
 def compute_energy_range(source: CounterSource, meters: Sequence[MeterInfo], first: dt.date, last: dt.date,
                          workcal: WorkCalendar = WorkCalendar(), factors: FactorSet = FactorSet(),
                          cal: LocalCalendar = LocalCalendar(),
                          buildings: Sequence[tuple[str, str, float, int]] = (),
-                         periods: Sequence[Period] = (Period.day, Period.month, Period.year)) -> EnergyReport:
+                         periods: Sequence[Period] = (Period.day, Period.month, Period.year),
+                         chunk_rows: int = CHUNK_ROWS, quality: QualityRules = QualityRules()) -> EnergyReport:
     """Indicators for local days ``first``..``last`` (inclusive) per meter, building and org,
     per day, month and year, as tables and Points. Month and year rows cover only the days in
     range (a partial month has ``coverage`` < 1). For buildings and orgs, rows with carrier
     ``all`` add 综合能耗 (kgce over carriers) and, given ``buildings`` as (id, org,
     floor_area_m2, occupants), the per-m² and per-person figures and target ratios. Every point
-    says ``provisional_calendar`` (its year computed with weekends only: ``WorkCalendar``)."""
+    says ``provisional_calendar`` (its year computed with weekends only: ``WorkCalendar``).
+
+    Buildings and orgs count their top meters only (``analytics.energy.hierarchy``); the itemised
+    breakdown per scope is in ``report.items``; children measuring more than their parent are in
+    ``report.alerts``."""
     n_days = (last - first).days + 1
     first_day = cal.day_of(first)
     start_ns = int(cal.day_start_ns(first_day))
     end_ns = start_ns + n_days * NS_PER_DAY
     working = workcal.working_quarters(first, n_days)   # weekends only in a year the calendar does not cover
     provisional_years = set(workcal.provisional_years(first, last))
-    # one quarter of margin each side so the bins at the range's edges have readings around them
-    series = [source.fetch_counter(m.id, CARRIER_FIELD[m.carrier][0], start_ns - QUARTER_NS, end_ns + QUARTER_NS + 1)
-              for m in meters]
-    times, values = align_on_grid(series, start_ns - QUARTER_NS, end_ns + QUARTER_NS)
-    if times.size == 0:
-        log.info("energy range=%s..%s meters=%d readings=0", first, last, len(meters))
+
+    prepare = getattr(source, "prepare", None)
+
+    def read(ms: Sequence[MeterInfo]) -> tuple[np.ndarray, np.ndarray]:
+        if prepare is not None:           # a source that reads chunk by chunk (LoopSource)
+            prepare(ms)
+        # one quarter of margin each side so the bins at the range's edges have readings around them
+        series = [source.fetch_counter(m.id, CARRIER_FIELD[m.carrier][0], start_ns - QUARTER_NS,
+                                       end_ns + QUARTER_NS + 1) for m in ms]
+        if not series:
+            return np.empty(0, np.int64), np.empty((0, 0))
+        return align_on_grid(series, start_ns - QUARTER_NS, end_ns + QUARTER_NS)
+
+    report = compute_energy(read, meters, first_day, n_days, working, factors, cal, buildings, periods,
+                            chunk_rows, quality,
+                            provisional=lambda t: cal.date_of(int(cal.local_day_index(t))).year in provisional_years)
+    log.info("energy range=%s..%s meters=%d points=%d events=%d alerts=%d", first, last, len(meters),
+             len(report.points), len(report.events), len(report.alerts))
+    return report
+
+
+def _topo(h: Hierarchy, virt: list[int]) -> list[int]:
+    """Virtual meters in an order where each comes after the virtual meters it is made of."""
+    done: list[int] = []
+    seen: set[int] = set()
+
+    def visit(i: int) -> None:
+        if i in seen:
+            return
+        seen.add(i)
+        for _, t in h.meters[i].terms:
+            j = h.index.get(t)
+            if j is not None and j in virt_set:
+                visit(j)
+        done.append(i)
+
+    virt_set = set(virt)
+    for i in virt:
+        visit(i)
+    return done
+
+
+class _ScopeSums:
+    """Quarter energy of every group of a ``Rollup`` (buildings, or orgs), summed chunk by chunk:
+    unknown where no member is known; coverage the members' mean."""
+
+    def __init__(self, rollup: Rollup, n_bins: int) -> None:
+        self.rollup = rollup
+        g = len(rollup.ids)
+        self.q = np.full((g, n_bins), np.nan)
+        self.cov = np.zeros((g, n_bins), dtype=np.float32)
+        self.members = rollup.matrix.sum(axis=1)
+
+    def add(self, blk: QuarterBlock, cols: list[int]) -> None:
+        sub = self.rollup.matrix[:, cols]
+        groups = np.flatnonzero(sub.any(axis=1))
+        if groups.size == 0:
+            return
+        used = np.flatnonzero(sub.any(axis=0))          # the chunk's rows that are top meters somewhere
+        if used.size < len(cols):
+            blk = QuarterBlock(blk.first_day, blk.q[used], blk.coverage[used], [blk.ids[u] for u in used],
+                               [blk.orgs[u] for u in used], [blk.carriers[u] for u in used])
+            sub = sub[:, used]
+        part = apply_rollup(blk, Rollup(self.rollup.scope, [self.rollup.ids[g] for g in groups],
+                                        [self.rollup.orgs[g] for g in groups],
+                                        [self.rollup.carriers[g] for g in groups], sub[groups]))
+        pq = part.q.reshape(groups.size, -1)
+        pc = part.coverage.reshape(groups.size, -1) * sub[groups].sum(axis=1)[:, None]
+        acc = self.q[groups]
+        if np.isnan(acc).any() or np.isnan(pq).any():
+            both = acc + pq
+            np.copyto(both, acc, where=np.isnan(pq))
+            np.copyto(both, pq, where=np.isnan(acc))
+            acc = both
+        else:
+            acc += pq
+        self.q[groups] = acc
+        self.cov[groups] += pc.astype(np.float32)
+
+    def block(self, first_day: int, n_days: int) -> QuarterBlock:
+        g = len(self.rollup.ids)
+        cov = self.cov / np.maximum(self.members, 1)[:, None].astype(np.float32)
+        return QuarterBlock(first_day, self.q.reshape(g, n_days, QUARTERS_PER_DAY),
+                            cov.reshape(g, n_days, QUARTERS_PER_DAY), list(self.rollup.ids), list(self.rollup.orgs),
+                            list(self.rollup.carriers))
+
+
+def _fill_virtual(blk: QuarterBlock, rows: dict[int, int], h: Hierarchy, virt: list[int]) -> None:
+    """Virtual rows of a chunk's block: the signed sum of their terms' quarters (unknown where a term
+    is); coverage the lowest of the terms'."""
+    q = blk.q.reshape(blk.q.shape[0], -1)
+    cov = blk.coverage.reshape(blk.q.shape[0], -1)
+    for i in virt:
+        acc = np.zeros(q.shape[1])
+        c = np.ones(q.shape[1], dtype=cov.dtype)
+        for sign, t in h.meters[i].terms:
+            r = rows.get(h.index.get(t, -1))
+            if r is None:             # a term outside the meters computed (the site check refuses it): unknown
+                acc[:] = np.nan
+                c[:] = 0.0
+                break
+            acc += sign * q[r]
+            np.minimum(c, cov[r], out=c)
+        q[rows[i]] = acc
+        cov[rows[i]] = c
+
+
+def _quality_alerts(blk: QuarterBlock, rows: dict[int, int], h: Hierarchy, chunk: list[int], start_ns: int,
+                    rules: QualityRules) -> list[DataQualityAlert]:
+    """The chunk's parents against their physical children, all at once (one sparse product gives
+    every parent's children's sum); the rare parents with a flagged quarter are then looked at one
+    by one for their runs."""
+    from scipy import sparse
+
+    q = blk.q.reshape(blk.q.shape[0], -1)
+    out: list[DataQualityAlert] = []
+
+    def t(k: int) -> int:
+        return start_ns + k * QUARTER_NS
+
+    for i in chunk:
+        m = h.meters[i]
+        if m.virtual:
+            for a, b, total in negative_runs(q[rows[i]], rules):
+                pos = sum(s * float(np.nansum(q[rows[h.index[tid]], a:b])) for s, tid in m.terms if s > 0)
+                out.append(DataQualityAlert("virtual_negative", m.id, m.org, t(a), t(b), m.parent or "",
+                                            tuple(tid for s, tid in m.terms if s < 0), pos, pos - total,
+                                            CARRIER_FIELD[m.carrier][1], b - a))
+    parents, kids = [], []
+    for i in chunk:
+        ks = [c for c in h.children(i) if not h.virtual(c)]
+        if ks:
+            parents.append(i)
+            kids.append(ks)
+    if not parents:
+        return out
+    r_idx = np.repeat(np.arange(len(parents)), [len(k) for k in kids])
+    c_idx = np.array([rows[c] for ks in kids for c in ks])
+    mat = sparse.csr_matrix((np.ones(c_idx.size), (r_idx, c_idx)), shape=(len(parents), q.shape[0]))
+    csum = np.asarray(mat @ q)                                    # NaN where a child is unknown
+    pq = q[[rows[i] for i in parents]]
+    with np.errstate(invalid="ignore"):
+        csum -= pq
+        flag = csum > rules.excess_share * np.abs(pq) + rules.excess_min
+    # only a run of min_quarters flagged quarters makes an alert: AND the flags shifted by 1..n-1
+    n = rules.min_quarters
+    long_run = flag[:, n - 1:].copy() if flag.shape[1] >= n else np.zeros((flag.shape[0], 0), bool)
+    for k in range(1, n):
+        long_run &= flag[:, n - 1 - k:flag.shape[1] - k]
+    for j in np.flatnonzero(long_run.any(axis=1)):
+        i = parents[j]
+        m = h.meters[i]
+        names = tuple(h.meters[c].id for c in kids[j])
+        for a, b, ptot, ctot in children_exceed_parent(pq[j], q[[rows[c] for c in kids[j]]], rules):
+            for who in (i, *kids[j]):
+                out.append(DataQualityAlert("children_exceed_parent", h.meters[who].id, h.meters[who].org, t(a), t(b),
+                                            m.id, names, ptot, ctot, CARRIER_FIELD[m.carrier][1], b - a))
+    return out
+
+
+def compute_energy(read: ChunkReader, meters: Sequence[MeterInfo], first_day: int, n_days: int, working: np.ndarray,
+                   factors: FactorSet = FactorSet(), cal: LocalCalendar = LocalCalendar(),
+                   buildings: Sequence[tuple[str, str, float, int]] = (),
+                   periods: Sequence[Period] = (Period.day, Period.month, Period.year),
+                   chunk_rows: int = CHUNK_ROWS, quality: QualityRules = QualityRules(),
+                   keep_meter_blocks: bool = False, points: bool = True,
+                   provisional: Callable[[int], bool] | None = None) -> EnergyReport:
+    """The energy pass over ``meters`` in chunks of whole meter trees: ``read(physical meters)``
+    gives their counter readings on a shared axis (times (n,), values (k, n)); each chunk becomes
+    15-minute energy (counter rules), its virtual meters, its data-quality alerts, its meters'
+    indicators, and its share of every building's and org's quarter sums; then the scopes'
+    indicators and the itemised breakdowns. The working set is one chunk plus the scope sums,
+    whatever the number of meters. ``points=False`` leaves the report's Points out (tables only).
+    ``provisional(period_start_ns)`` says whether a period's year has a provisional calendar (the
+    indicator Points carry it as ``provisional_calendar``)."""
+    h = Hierarchy(meters)
+    nb = n_days * QUARTERS_PER_DAY
+    start_ns = int(cal.day_start_ns(first_day))
+    b_roll, o_roll = h.rollups()
+    sums = [("building", _ScopeSums(b_roll, nb)), ("org", _ScopeSums(o_roll, nb))]
+    parts: dict[Period, list[tuple[list[int], IndicatorTable]]] = {p: [] for p in periods}
+    events: list = []
+    alerts: list[DataQualityAlert] = []
+    any_reading = False
+    blocks = []
+    for chunk in h.tree_chunks(chunk_rows):
+        phys = [i for i in chunk if not h.virtual(i)]
+        virt = _topo(h, [i for i in chunk if h.virtual(i)])
+        order = phys + virt
+        rows = {i: r for r, i in enumerate(order)}
+        times, values = read([meters[i] for i in phys])
+        if times.size:
+            any_reading = True
+        values = np.asarray(values, dtype=np.float64).reshape(len(phys), times.size)
+        blk, ev = block_from_counters(times, values, [meters[i].spec for i in phys], cal, first_day, n_days,
+                                      [meters[i].id for i in order], [meters[i].org for i in order],
+                                      [meters[i].carrier for i in order], extra_rows=len(virt))
+        del values
+        events.extend(ev)
+        _fill_virtual(blk, rows, h, virt)
+        alerts.extend(_quality_alerts(blk, rows, h, chunk, start_ns, quality))
+        for period, t in zip(periods, compute_indicators_many(blk, periods, cal, working, factors, scope="meter")):
+            parts[period].append((order, t))
+        for _, acc in sums:
+            acc.add(blk, order)
+        if keep_meter_blocks:
+            blocks.append((order, blk))
+        del blk
+    if not any_reading:
         return EnergyReport([], [], [])
-    blk, events = block_from_counters(times, values, [m.spec for m in meters], cal, first_day, n_days,
-                                      [m.id for m in meters], [m.org for m in meters], [m.carrier for m in meters])
-    tables = []
-    blocks = [("meter", blk),
-              ("building", apply_rollup(blk, rollup_by_building([m.building for m in meters], blk.orgs, blk.carriers))),
-              ("org", apply_rollup(blk, rollup_by_org(blk.orgs, blk.carriers)))]
-    for scope, b in blocks:
-        if not b.ids:
+    tables: list[IndicatorTable] = []
+    meter_tables: dict[Period, IndicatorTable] = {}
+    for period in periods:
+        t = _concat_tables(parts[period], len(meters))
+        if period is Period.month:
+            add_changes(t, "consumption_kwh")
+        meter_tables[period] = t
+        tables.append(t)
+    for scope, acc in sums:
+        if not acc.rollup.ids:
             continue
-        for period in periods:
-            t = compute_indicators(b, period, cal, working, factors, scope=scope)
+        b = acc.block(first_day, n_days)
+        for period, t in zip(periods, compute_indicators_many(b, periods, cal, working, factors, scope=scope)):
             if period is Period.month:
                 add_changes(t, "consumption_kwh")
             tables.append(t)
-            if scope != "meter":
-                area, occ = areas_for(scope, t.ids, buildings)
-                tables.append(combine_carriers(t, area, occ))
-    points = to_points(tables, lambda t: cal.date_of(int(cal.local_day_index(t))).year in provisional_years)
-    log.info("energy range=%s..%s meters=%d points=%d events=%d", first, last, len(meters), len(points),
-             len(events))
-    return EnergyReport(tables, events, points)
+            area, occ = areas_for(scope, t.ids, buildings)
+            tables.append(combine_carriers(t, area, occ))
+        del b
+    items = [_item_table(h, meter_tables[p]) for p in periods]
+    pts = (to_points(tables, provisional) + item_points(items) + [a.to_point() for a in alerts]) if points else []
+    rep = EnergyReport(tables, events, pts, items, alerts)
+    if keep_meter_blocks:
+        rep.meter_blocks = blocks  # type: ignore[attr-defined]
+    return rep
+
+
+def _concat_tables(parts: list[tuple[list[int], IndicatorTable]], n: int) -> IndicatorTable:
+    """The chunks' meter tables as one, rows back in the meters' order."""
+    first = parts[0][1]
+    pos = np.empty(n, dtype=np.int64)
+    order = [i for o, _ in parts for i in o]
+    pos[np.asarray(order, dtype=np.int64)] = np.arange(n)
+    fields = {k: np.concatenate([t.fields[k] for _, t in parts], axis=0)[pos] for k in first.fields}
+    ids = [x for _, t in parts for x in t.ids]
+    orgs = [x for _, t in parts for x in t.orgs]
+    carriers = [x for _, t in parts for x in t.carriers]
+    return IndicatorTable("meter", [ids[p] for p in pos], [orgs[p] for p in pos], [carriers[p] for p in pos],
+                          first.period, first.starts_ns, fields, first.factor_set)
+
+
+def _item_table(h: Hierarchy, meter_table: IndicatorTable) -> ItemTable:
+    mat = h.item_matrix()           # built once per hierarchy
+    kwh = meter_table.fields["consumption_kwh"]
+    cons = np.where(np.isnan(kwh), meter_table.fields["consumption_m3"], kwh)
+    v = mat.apply(cons)
+    totals = {k[1:]: v[r] for r, k in enumerate(mat.keys) if k[0] == "total"}
+    keep = [r for r, k in enumerate(mat.keys) if k[0] != "total"]
+    keys = [mat.keys[r] for r in keep]
+    c = v[keep]
+    share = np.full_like(c, np.nan)
+    for j, k in enumerate(keys):
+        tot = totals[(k[0], k[1], k[2])]
+        np.divide(c[j], tot, out=share[j], where=(tot != 0) & ~np.isnan(tot))
+    return ItemTable(meter_table.period, meter_table.starts_ns, keys, [mat.orgs[r] for r in keep], c, share, totals)
+
+
+ITEM_MEASUREMENT = "energy_item"
+
+
+def item_points(tables: Sequence[ItemTable]) -> list[Point]:
+    """Measurement ``energy_item``: tags ``scope`` (building|org), ``id``, ``org``, ``period``,
+    ``carrier``, ``level`` (2 item, 3 sub-item), ``item`` (code, or ``unmetered`` / ``unassigned``);
+    fields ``consumption_kwh`` or ``consumption_m3``, ``share`` (of the scope's total, 0..1)."""
+    out = []
+    for t in tables:
+        for r, (kind, sid, carrier, lvl, code) in enumerate(t.keys):
+            unit = "consumption_kwh" if CARRIER_FIELD[carrier][1] == "kWh" else "consumption_m3"
+            for k in range(len(t.starts_ns)):
+                v = t.consumption[r, k]
+                if not np.isfinite(v):
+                    continue
+                f = {unit: float(v)}
+                if np.isfinite(t.share[r, k]):
+                    f["share"] = float(t.share[r, k])
+                out.append(Point(ITEM_MEASUREMENT, {"scope": kind, "id": sid, "org": t.orgs[r], "period": t.period.value,
+                                                    "carrier": carrier, "level": str(lvl), "item": code},
+                                 f, int(t.starts_ns[k])))
+    return out
 
 
 def buildings_from_site(site) -> list[tuple[str, str, float, int]]:
     return [(b.id, b.org, b.floor_area_m2, b.occupants) for b in site.buildings]
 
 
-def meters_from_site(site) -> list[MeterInfo]:
-    """``edge.config.Site`` → MeterInfo list (counter specs default until the config carries
-    rollover and rated power per meter)."""
-    return [MeterInfo(m.id, site.meter_org(m), m.carrier.value, m.building,
-                      CounterSpec(rollover=getattr(m, "counter_rollover", None), rated_kw=getattr(m, "rated_kw", None)))
-            for m in site.meters]
+def meters_from_site(site, counter_defaults: dict[str, dict[str, float]] | None = None) -> list[MeterInfo]:
+    """``edge.config.Site`` → MeterInfo list. ``counter_defaults``: per meter id, ``CounterSpec``
+    fields its device profile implies (rollover, rated_kw, backstep tolerance; the composition
+    root derives them, ``edge.app.site.counter_defaults_for``); the meter's own
+    ``counter_rollover`` and ``rated_kw`` win."""
+    d = counter_defaults or {}
+    out = []
+    for m in site.meters:
+        kw = dict(d.get(m.id, {}))
+        if m.counter_rollover is not None:
+            kw["rollover"] = m.counter_rollover
+        if m.rated_kw is not None:
+            kw["rated_kw"] = m.rated_kw
+        out.append(MeterInfo(m.id, site.meter_org(m), m.carrier.value, m.building, CounterSpec(**kw), m.parent,
+                             m.item, m.terms))
+    return out
 
 
 @dataclass
@@ -196,6 +536,7 @@ def compute_baselines(source: CounterSource, meters: Sequence[MeterInfo], baseli
     A day's usage counts only when the counter measured it (``counter_measured_days``: at most half
     of the day interpolated across a gap, CalTRACK 2.2.2.1), and a day of zero electricity is
     missing (2.2.1.4). Temperature readings outside the plausible range are left out."""
+    meters = [m for m in meters if not m.virtual]   # a virtual meter has no counter of its own
 
     def daily(first: dt.date, last: dt.date):
         n_days = (last - first).days + 1
@@ -300,11 +641,15 @@ async def compute_energy_from_query(query, meters: Sequence[MeterInfo], first: d
                                     workcal: WorkCalendar = WorkCalendar(), factors: FactorSet = FactorSet(),
                                     cal: LocalCalendar = LocalCalendar(), where=None,
                                     buildings: Sequence[tuple[str, str, float, int]] = ()) -> EnergyReport:
-    """``compute_energy_range`` reading through the query layer; the numpy work runs in a
-    thread so the service's event loop keeps serving."""
+    """``compute_energy_range`` reading through the query layer, chunk by chunk (``LoopSource``);
+    the numpy work runs in a thread so the service's event loop keeps serving."""
     import asyncio
 
     start = cal.midnight_ns(first) - QUARTER_NS
     end = cal.midnight_ns(last) + NS_PER_DAY + QUARTER_NS + 1
-    src = await prefetch_counters(query, meters, start, end, where)
+
+    async def fetch(ms: Sequence[MeterInfo]) -> ArraySource:
+        return await prefetch_counters(query, ms, start, end, where)
+
+    src = LoopSource(fetch, asyncio.get_running_loop())
     return await asyncio.to_thread(compute_energy_range, src, meters, first, last, workcal, factors, cal, buildings)

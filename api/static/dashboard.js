@@ -8,7 +8,7 @@ const CHART_WINDOW_MS = 2 * 3600 * 1000;
 const state = {
   site: null, key: localStorage.getItem("sensing-edge-key") || "",
   buildings: [], meters: [], vehicles: [], latestMeters: {}, latestVehicles: {}, series: {}, trails: {}, terminals: {},
-  indicators: {}, yearIndicators: {}, health: {}, source: null, tiles: {},
+  indicators: {}, yearIndicators: {}, items: {}, health: {}, source: null, tiles: {},
 };
 
 function $(sel) { return document.querySelector(sel); }
@@ -62,15 +62,75 @@ function showLogin() {
 }
 
 // ---------------------------------------------------------------- energy view
+// Meters sit behind each other (parent): a building's power is that of its top meters (no meter
+// behind another counted with it), as the energy analytics count its energy.
+function meterById(id) { return state.meters.find((m) => m.id === id); }
+
+function hasAncestorIn(m, buildingId) {
+  let p = m.parent ? meterById(m.parent) : null;
+  for (let n = 0; p && n < 100; n++) {
+    if (p.building === buildingId) return true;
+    p = p.parent ? meterById(p.parent) : null;
+  }
+  return false;
+}
+
+function topMeters(b) {
+  return state.meters.filter((m) => m.building === b.id && m.carrier === "electricity" && !hasAncestorIn(m, b.id));
+}
+
+function formulaTerms(f) { // "a - b + c" -> [[1, "a"], [-1, "b"], [1, "c"]]
+  const out = []; let sign = 1;
+  for (const tok of f.split(/\s+/).filter(Boolean)) {
+    if (tok === "+") sign = 1; else if (tok === "-") sign = -1; else { out.push([sign, tok]); sign = 1; }
+  }
+  return out;
+}
+
+function meterPower(m, depth = 0) {
+  if (!m || depth > 20) return null;
+  if (m.formula) { // a virtual meter: the signed sum of its terms' power
+    let kw = 0;
+    for (const [sign, id] of formulaTerms(m.formula)) {
+      const v = meterPower(meterById(id), depth + 1);
+      if (v == null) return null;
+      kw += sign * v;
+    }
+    return kw;
+  }
+  const l = state.latestMeters[m.id];
+  const v = l && l.values.active_power_total_kw;
+  return typeof v === "number" ? v : null;
+}
+
 function buildingPower(b) {
   let kw = 0, n = 0;
-  for (const m of state.meters) {
-    if (m.building !== b.id) continue;
-    const l = state.latestMeters[m.id];
-    const v = l && l.values.active_power_total_kw;
-    if (typeof v === "number") { kw += v; n++; }
+  for (const m of topMeters(b)) {
+    const v = meterPower(m);
+    if (v != null) { kw += v; n++; }
   }
   return n ? kw : null;
+}
+
+const ITEM_COLORS = { "01A": "#6eb435", "01B": "#138baa", "01C": "#7b61c9", "01D": "#e89b1a", unmetered: "#b8c1cc", unassigned: "#dfe4ea" };
+function itemColor(code) { return ITEM_COLORS[code] || ITEM_COLORS[code.slice(0, 3)] || "#9aa6b2"; }
+
+function renderItems(b) {
+  const box = el("div", { class: "items", id: `items-${b.id}` });
+  const day = state.items[b.id];
+  const p = day && day.periods.length ? day.periods[day.periods.length - 1] : null;
+  if (!p || !p.items.length) { box.append(el("span", { class: "muted" }, "by item: no data yet")); return box; }
+  const bar = el("div", { class: "stack", title: "today by item (分项)" });
+  const list = el("dl", { class: "item-list" });
+  for (const it of p.items) {
+    const share = p.total > 0 ? it.consumption / p.total : 0;
+    bar.append(el("span", { style: `width:${Math.max(0, 100 * share).toFixed(1)}%;background:${itemColor(it.item)}`, title: it.name }));
+    list.append(el("dt", { "data-item": it.item }, el("i", { style: `background:${itemColor(it.item)}` }), `${it.name} `,
+                   el("span", { class: "muted" }, it.item.startsWith("0") ? `${it.item} ${it.name_zh}` : it.name_zh)),
+                el("dd", {}, `${fmt(it.consumption, Math.abs(it.consumption) < 10 ? 2 : 1)} ${day.unit || "kWh"} · ${fmt(100 * share, 0)} %`));
+  }
+  box.append(bar, list);
+  return box;
 }
 
 function renderBuildings() {
@@ -84,29 +144,44 @@ function renderBuildings() {
     const perM2 = year.consumption_kwh != null ? year.consumption_kwh / b.floor_area_m2 : null;
     const pct = perM2 != null ? 100 * perM2 / QUOTA_KWH_M2_YEAR : null;
     const bar = el("div", { class: "bar" }, el("span", { class: pct > 100 ? "over" : "", style: `width:${Math.min(100, pct || 0)}%` }));
+    const mains = topMeters(b).map((m) => m.id).join(", ");
     box.append(el("div", { class: "card", "data-building": b.id },
       el("h3", {}, `${b.name || b.id} `, el("span", { class: "muted" }, b.id)),
-      el("div", { class: "big", id: `power-${b.id}` }, `${fmt(buildingPower(b))} kW`),
+      el("div", { class: "big", id: `power-${b.id}`, title: `main meters: ${mains}` }, `${fmt(buildingPower(b))} kW`),
+      el("div", { class: "muted small" }, `from ${mains || "no meter"}`),
       el("dl", {},
         el("dt", {}, "today's energy"), el("dd", { id: `today-${b.id}` }, `${fmt(kwh)} kWh`),
         el("dt", {}, "off-hours waste"), el("dd", {}, `${fmt(waste)} kWh (${fmt(day.off_hours_share != null ? 100 * day.off_hours_share : null, 0)} %)`),
         el("dt", {}, "year to date"), el("dd", {}, `${fmt(perM2, 2)} kWh/m²`),
         el("dt", {}, "quota progress"), el("dd", {}, `${fmt(pct, 0)} % of ${QUOTA_KWH_M2_YEAR}`)),
-      bar));
+      bar, renderItems(b)));
   }
+}
+
+function meterTree() { // [meter, depth] in tree order: each parent followed by the meters behind it
+  const ids = new Set(state.meters.map((m) => m.id));
+  const kids = {};
+  for (const m of state.meters) (kids[m.parent && ids.has(m.parent) ? m.parent : ""] ||= []).push(m);
+  const out = [];
+  const walk = (pid, depth) => { for (const m of kids[pid] || []) { out.push([m, depth]); if (out.length <= state.meters.length) walk(m.id, depth + 1); } };
+  walk("", 0);
+  return out;
 }
 
 function renderMeterTable() {
   const tb = $("#meter-table tbody");
   tb.replaceChildren();
-  for (const m of state.meters) {
+  for (const [m, depth] of meterTree()) {
     const l = state.latestMeters[m.id];
     const h = state.health[m.id];
     const status = h ? h.status : "unknown";
-    tb.append(el("tr", { "data-meter": m.id },
-      el("td", {}, m.id), el("td", {}, m.building || "—"), el("td", {}, m.carrier),
+    const power = m.formula ? meterPower(m) : (l && l.values.active_power_total_kw);
+    tb.append(el("tr", { "data-meter": m.id, "data-depth": String(depth) },
+      el("td", { class: "tree", style: `padding-left:${0.4 + 1.2 * depth}em` }, depth ? "└ " : "", m.id,
+         m.formula ? el("span", { class: "muted" }, ` = ${m.formula}`) : ""),
+      el("td", {}, m.item || "—"), el("td", {}, m.building || "—"), el("td", {}, m.carrier),
       el("td", {}, el("span", { class: `status ${status}` }, status)),
-      el("td", { class: "power" }, fmt(l && l.values.active_power_total_kw, 2)),
+      el("td", { class: "power" }, fmt(power, 2)),
       el("td", {}, l ? hhmm(l.time) : "—")));
   }
 }
@@ -144,6 +219,9 @@ async function loadEnergy() {
     pages(`/v1/indicators/energy?scope=building&period=year&from=${y}-01-01T00:00:00`)]);
   for (const i of day) if (!i.carrier || i.carrier === "electricity") state.indicators[i.id] = i.values;
   for (const i of year) if (!i.carrier || i.carrier === "electricity") state.yearIndicators[i.id] = i.values;
+  await Promise.all(buildings.map(async (b) => {
+    state.items[b.id] = await api(`/v1/energy/items?scope=building&id=${encodeURIComponent(b.id)}&period=day&from=${today}`);
+  }));
   await Promise.all(meters.map(async (mt) => { state.health[mt.id] = await api(`/v1/meters/${encodeURIComponent(mt.id)}/health`); }));
   const charts = $("#charts");
   charts.replaceChildren();
@@ -323,8 +401,9 @@ function connect() {
       s.push({ t: Date.parse(l.time), v });
       renderChart(l.meter);
     }
-    const b = state.buildings.find((x) => x.id === l.building);
-    if (b) { const n = document.getElementById(`power-${b.id}`); if (n) n.textContent = `${fmt(buildingPower(b))} kW`; }
+    for (const b of state.buildings) { // a campus incomer changes the virtual building meters made of it
+      const n = document.getElementById(`power-${b.id}`); if (n) n.textContent = `${fmt(buildingPower(b))} kW`;
+    }
     const row = document.querySelector(`#meter-table tr[data-meter="${CSS.escape(l.meter)}"]`);
     if (row) { row.querySelector(".power").textContent = fmt(v, 2); row.lastChild.textContent = hhmm(l.time); }
   });

@@ -17,6 +17,7 @@ from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
+from collector.modbus.bus import gap_s
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Transport, TransportKind
 from edge.errors import DeviceError
@@ -28,7 +29,7 @@ def frame_gap_s(transport: Transport) -> float:
     """Modbus RTU inter-frame silence: 3.5 characters of 11 bits, at least 1.75 ms (spec, > 19200 baud)."""
     if transport.kind is TransportKind.tcp:
         return 0.0
-    return max(3.5 * 11 / transport.baudrate, 0.00175)
+    return gap_s(transport)
 
 
 class Connection:

@@ -33,7 +33,7 @@ RATIOS = ("none", "pt", "ct", "pt*ct")
 PROTOCOL_MAX_REGISTERS = 125
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _REG_KEYS = {"name", "address", "vendor_address", "function", "type", "word_order", "scale", "offset",
-             "unit", "ratio", "min", "max", "counter", "description"}
+             "unit", "ratio", "min", "max", "counter", "rollover", "description"}
 _TOP_KEYS = {"vendor", "model", "carrier", "numbering", "serial", "limits", "defaults", "registers",
              "description"}
 
@@ -54,6 +54,7 @@ class Register:
     counter: bool = False
     vendor_address: str = ""
     description: str = ""
+    rollover: float | None = None   # a counter's own maximum: where it restarts at 0 (engineering unit, before the ratio)
 
     @property
     def count(self) -> int:
@@ -173,7 +174,8 @@ def parse_profile(data: Any, file: str, profile_id: str) -> Profile:
             name=name, address=addr, function=func, type=typ, word_order=order, scale=scale,
             offset=_num(d.get("offset", 0.0), file, name, "offset"), unit=str(d.get("unit", "")),
             ratio=ratio, min=lo, max=hi, counter=bool(d.get("counter", False)),
-            vendor_address=str(d.get("vendor_address", "")), description=str(d.get("description", ""))))
+            vendor_address=str(d.get("vendor_address", "")), description=str(d.get("description", "")),
+            rollover=None if d.get("rollover") is None else _num(d["rollover"], file, name, "rollover")))
     # overlap: per function, sorted by address, each must end before the next starts
     for func in FUNCTIONS:
         rs = sorted((r for r in regs if r.function == func), key=lambda r: r.address)
@@ -233,6 +235,45 @@ def find_profile(profiles: Mapping[str, Profile], ref: str) -> Profile:
         if p.id.lower() == low or p.model.lower() == low:
             return p
     raise KeyError(ref)
+
+
+_RATIO = {"none": lambda pt, ct: 1.0, "pt": lambda pt, ct: pt, "ct": lambda pt, ct: ct, "pt*ct": lambda pt, ct: pt * ct}
+
+
+def counter_defaults(profile: Profile, counter: str, rate: str, pt: float = 1.0, ct: float = 1.0) -> dict[str, float]:
+    """What a profile says about a meter's counter register ``counter`` (primary side, after the
+    PT/CT ratio), as ``analytics.energy.counters.CounterSpec`` fields:
+
+    - ``rollover``: the register's own ``rollover`` when the profile gives one (a meter's display
+      maximum), else the range of an unsigned integer register (2^bits raw × scale); none for a
+      float or a signed register (a signed counter past its maximum reads negative and is refused
+      as implausible);
+    - ``rated_kw``: the fastest the counter can plausibly move per hour, the range of the ``rate``
+      register (e.g. ``active_power_total_kw``);
+    - ``backstep_tolerance`` / ``backstep_relative``: what a re-read can lose without being a
+      fault: one count of an integer register (its scale), or two units in the last place of a
+      float32 (2^-22 of the reading: 24 kWh at 1e8 kWh).
+
+    Keys are left out where the profile says nothing."""
+    regs = {r.name: r for r in profile.registers}
+    out: dict[str, float] = {}
+    c = regs.get(counter)
+    if c is not None:
+        f = _RATIO[c.ratio](pt, ct)
+        if c.rollover is not None:
+            out["rollover"] = c.rollover * f
+        elif c.type in ("uint16", "uint32"):
+            out["rollover"] = float(2 ** (16 * TYPES[c.type][0])) * abs(c.scale) * f
+        if c.type.startswith(("int", "uint")):
+            out["backstep_tolerance"] = max(0.05, abs(c.scale) * f * 1.001)
+        elif c.type == "float32":
+            out["backstep_relative"] = 2.0 ** -22
+    r = regs.get(rate)
+    if r is not None and (r.min is not None or r.max is not None):
+        rated = max(abs(r.min or 0.0), abs(r.max or 0.0)) * _RATIO[r.ratio](pt, ct)
+        if rated > 0:
+            out["rated_kw"] = rated
+    return out
 
 
 def describe(profile: Profile) -> list[dict[str, Any]]:

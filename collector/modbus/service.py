@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from collector.modbus.bus import BusCycle, bus_budgets, is_serial
 from collector.modbus.planner import Request, plan
 from collector.modbus.poller import Connection
 from collector.modbus.profiles import Profile, find_profile, load_profiles
@@ -97,6 +98,8 @@ def compile_site(site: Site, profiles_dir: str | None = None) -> tuple[DevicePla
     profiles = load_profiles(profiles_dir or site.profiles_dir)  # a bad profile raises ProfileError (a ConfigError)
     plans = []
     for m in site.meters:
+        if m.virtual:  # computed by the analytics from other meters: nothing to poll
+            continue
         try:
             prof = find_profile(profiles, m.profile)
         except KeyError:
@@ -120,6 +123,9 @@ class DeviceHealth:
     reads_failed: int = 0
     implausible: int = 0
     polls: int = 0
+    bus: str | None = None                  # the serial line it shares (RTU, RTU over TCP)
+    bus_cycle_s: float | None = None        # that line's last measured cycle: every meter on it polled once
+    bus_wire_s: float | None = None         # the cycle's computed wire time (collector.modbus.bus)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__, errors=dict(self.errors))
@@ -141,6 +147,17 @@ class ModbusCollector:
             else:
                 c.timeout_s = max(c.timeout_s, t)
         self._health = {p.meter.id: DeviceHealth(p.meter.id) for p in self.plans}
+        # each serial line's measured cycle, beside its computed wire time
+        wire = {b.key: b.cycle_s for b in bus_budgets(self.plans)}
+        self.buses: dict[str, BusCycle] = {}
+        for p in self.plans:
+            if is_serial(p.meter.transport):
+                self._health[p.meter.id].bus = p.connection_key
+                self._health[p.meter.id].bus_wire_s = wire.get(p.connection_key)
+        for key in wire:
+            ps = [p for p in self.plans if p.connection_key == key]
+            self.buses[key] = BusCycle(key, tuple(max(1, round(p.meter.interval_s * 1e9)) for p in ps), wire[key])
+        self._bus_meters = {key: [p.meter.id for p in self.plans if p.connection_key == key] for key in self.buses}
         # points waiting for the submitter, in poll order; it sleeps on _pending_wakeup when none are
         self._pending: list[Point] = []
         self._pending_wakeup: asyncio.Future[None] | None = None
@@ -155,7 +172,8 @@ class ModbusCollector:
 
     def stats(self) -> dict:
         return dict(self._stats, devices=len(self.plans), connections=len(self.connections),
-                    devices_down=sum(1 for h in self._health.values() if h.up is False))
+                    devices_down=sum(1 for h in self._health.values() if h.up is False),
+                    buses={k: b.as_dict() for k, b in self.buses.items()})
 
     async def run(self) -> None:
         """Poll every device until cancelled."""
@@ -183,6 +201,7 @@ class ModbusCollector:
         that window (an overrun), so no window gets two polls and a slow bus loses as little as possible."""
         interval_ns = max(1, round(p.meter.interval_s * 1e9))
         clock, stats, poll_once = self.clock, self._stats, self.poll_once
+        bus = self.buses.get(p.connection_key)
         last_slot: int | None = None
         while not self._stopping:
             now = clock.now_ns()
@@ -197,6 +216,8 @@ class ModbusCollector:
             if slot > now:
                 await clock.sleep((slot - now) / 1e9)
             last_slot = slot
+            if bus is not None:
+                bus.begin(slot, clock.now_ns())
             try:
                 await poll_once(p)
             except asyncio.CancelledError:
@@ -207,6 +228,11 @@ class ModbusCollector:
                 h.last_error = f"{type(e).__name__}: {e}"
                 if h.errors["internal"] == 1:
                     log.exception("meter=%s internal error, polling continues", p.meter.id)
+            if bus is not None:
+                cycle = bus.end(slot, clock.now_ns())
+                if cycle is not None:
+                    for mid in self._bus_meters[p.connection_key]:
+                        self._health[mid].bus_cycle_s = cycle
 
     async def poll_once(self, p: DevicePlan) -> Point | None:
         """Read every planned request of one device once and queue its point. Returns the point."""

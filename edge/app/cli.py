@@ -56,14 +56,30 @@ def check(config: Path = SiteOpt) -> None:
         t.add_row(o.path, o.name)
     out.print(t)
     if site.meters:
-        t = Table("meter", "profile", "carrier", "transport", "unit", "every", "registers", "requests/poll", title="meters")
-        for m in site.meters:
+        t = Table("meter (behind its parent)", "item", "profile", "carrier", "transport", "unit", "every", "registers",
+                  "requests/poll", title="meters")
+        for m, depth in _meter_tree(site.meters):
             plan = compiled.modbus_plans.get(m.id)
+            name = "  " * depth + ("└ " if depth else "") + m.id
+            if m.virtual:
+                t.add_row(name, m.item or "", f"= {m.formula}", m.carrier.value, "virtual", "", "", "", "")
+                continue
             tr = m.transport
             where = tr.serial_port if tr.kind.value == "rtu" else f"{tr.host}:{tr.port}"
-            t.add_row(m.id, m.profile, m.carrier.value, f"{tr.kind.value} {where}", str(m.unit_id), f"{m.interval_s:g} s",
-                      str(plan.register_count) if plan else "?", str(plan.request_count) if plan else "?")
+            t.add_row(name, m.item or "", m.profile, m.carrier.value, f"{tr.kind.value} {where}",
+                      str(m.unit_id), f"{m.interval_s:g} s", str(plan.register_count) if plan else "?",
+                      str(plan.request_count) if plan else "?")
         out.print(t)
+    if compiled.buses:
+        out.print("RS-485 bus budgets (wire time of one cycle, every meter once; docs/modbus.md):")
+        for b in compiled.buses:
+            colour = {"ok": "green", "warn": "yellow", "refuse": "red"}[b.verdict]
+            out.print(f"  {b.key}: {b.baud} baud, {b.bits} bits/char, {len(b.meters)} meters, {b.requests} requests/cycle, "
+                      f"{b.cycle_s:.2f} s per cycle, shortest interval {b.shortest_interval_s:g} s "
+                      f"({100 * b.load:.0f} %): [{colour}]{b.verdict}[/]", markup=True, highlight=False)
+        for b in compiled.buses:
+            if b.verdict != "ok":
+                err.print(f"[yellow]warning:[/] bus {b.key}: {b.reason}", markup=True, highlight=False)
     if site.vehicles:
         t = Table("vehicle", "plate", "org", "home", "terminal", title="vehicles")
         for v in site.vehicles:
@@ -81,6 +97,24 @@ def check(config: Path = SiteOpt) -> None:
     out.print(f"store: {st.kind.value} " + (st.path if st.kind.value == "embedded" else st.url or ""))
     out.print(f"outbox: {site.outbox.path} (max {site.outbox.max_bytes / 2**20:.0f} MiB)")
     out.print(f"api: http://{site.api.host}:{site.api.port} (auth {'on' if site.api.auth else 'off'})")
+
+
+def _meter_tree(meters) -> list:
+    """Meters in tree order (each parent followed by what sits behind it) with their depth."""
+    ids = {m.id for m in meters}
+    kids: dict[str | None, list] = {}
+    for m in meters:
+        kids.setdefault(m.parent if m.parent in ids else None, []).append(m)
+    out: list = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for m in kids.get(parent, []):
+            out.append((m, depth))
+            if len(out) <= len(meters):
+                walk(m.id, depth + 1)
+
+    walk(None, 0)
+    return out
 
 
 @app.command()
@@ -130,9 +164,11 @@ def _mount() -> None:
     simulate.add_typer(vehicles_app, name="vehicles")
     from api.keys_cli import app as keys_app
     app.add_typer(keys_app, name="keys", help="API keys: create, list, revoke (stored hashed with argon2).")
-    from analytics.energy.cli import baseline_cmd, energy_cmd, use_query_factory
+    from analytics.energy.cli import baseline_cmd, energy_cmd, use_counter_defaults, use_query_factory
+    from edge.app.site import counter_defaults_for
     from edge.delivery import build_query
     use_query_factory(lambda site: build_query(site.store))
+    use_counter_defaults(counter_defaults_for)
     analytics.command("energy")(energy_cmd)
     analytics.command("baseline")(baseline_cmd)
     from simulators.testbench_cli import app as testbench_app

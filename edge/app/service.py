@@ -38,6 +38,7 @@ from collector.jt808.registry import Registry
 from collector.jt808.server import Jt808Server
 from collector.modbus.service import ModbusCollector
 from edge.broker import EmbeddedBroker, free_port
+from edge.app.site import counter_defaults_for
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Site, StoreKind, load_site
 from edge.delivery import Deliverer, build_query, build_sink
@@ -202,6 +203,13 @@ class EdgeService:
         if self.site.meters:
             self.modbus = ModbusCollector(self.site, self.ingest, clock=self.clock, profiles_dir=self.site.profiles_dir)
             self.components.append(Component("modbus", self.modbus.run, self.modbus.stats))
+            buses = self.modbus.buses
+            self.metrics.gauge_source("edge_modbus_bus_cycle_seconds",
+                                      "Measured cycle of each RS-485 line: every meter on it polled once (mean of the last ~20)",
+                                      ("bus",), lambda: [((k,), b.mean_s) for k, b in buses.items()])
+            self.metrics.gauge_source("edge_modbus_bus_wire_seconds",
+                                      "Computed wire time of one cycle of each RS-485 line (collector.modbus.bus)",
+                                      ("bus",), lambda: [((k,), b.wire_s) for k, b in buses.items()])
         if self.site.vehicles or self.site.mqtt.broker != "embedded":
             if self.site.mqtt.broker == "embedded":
                 # the site's own broker, in this process: started before the collectors, stopped after them
@@ -214,7 +222,8 @@ class EdgeService:
             self.jt808 = Jt808Server(self.site.jt808, self.site.vehicles, self.ingest, Registry(self._path(self.site.jt808.auth_store)),
                                      clock=self.clock, on_silent=self._terminal_silent if self.alerts is not None else None)
             self.components.append(Component("jt808", self.jt808.run, self.jt808.stats))
-        self.indicators = IndicatorJob(self.site, self.query, self.ingest, clock=self.clock)
+        self.indicators = IndicatorJob(self.site, self.query, self.ingest, clock=self.clock,
+                                       counter_defaults=counter_defaults_for(self.site))
         self.ingest.observers.append(self.indicators.observe)
         self.components.append(Component("indicators", self.indicators.run,
                                           lambda: {"passes": self.indicators.passes,

@@ -44,7 +44,8 @@ def make_site(auth: bool = False) -> Site:
                    Building(id="b7", org=INST07, name="七号楼", floor_area_m2=5000, occupants=150),
                    Building(id="bx", org=TRICK, name="trick", floor_area_m2=100, occupants=3)),
         meters=(Meter(id="m-hq-main", profile="chint-dtsu666", building="hq", transport=t, interval_s=60),
-                Meter(id="m-hq-hvac", profile="acrel-adl400", building="hq", transport=t, interval_s=60),
+                Meter(id="m-hq-hvac", profile="acrel-adl400", building="hq", transport=t, interval_s=60,
+                      parent="m-hq-main", item="01B00"),                   # the HVAC plant behind the incomer
                 Meter(id="m-b7", profile="chint-dtsu666", building="b7", transport=t, interval_s=60),
                 Meter(id="m-x", profile="chint-dtsu666", building="bx", transport=t, interval_s=60)),
         vehicles=(Vehicle(id="veh-01", plate="浙A·D0001", org=INST42, terminal="13800000001"),
@@ -96,6 +97,12 @@ def sample_points(now_ns: int, minutes: int = 120) -> list[Point]:
                                               "carrier": "electricity"},
                          {"consumption_kwh": 100.0 + len(ident), "kgce": 12.29, "off_hours_share": 0.3,
                           "factor_set": "gb2589-2020"}, day))
+    for t_day in (local_midnight - 2 * 86400 * NS, local_midnight):   # itemised days (today's and one before)
+        for ident, org in (("hq", INST42), ("b7", INST07)):
+            for code, kwh in (("01B00", 60.0), ("unmetered", 40.0)):
+                pts.append(Point("energy_item", {"scope": "building", "id": ident, "org": org, "period": "day",
+                                                 "carrier": "electricity", "level": "2", "item": code},
+                                 {"consumption_kwh": kwh, "share": kwh / 100.0}, t_day))
     for scope, ident, org in (("org", INST42, INST42), ("org", INST07, INST07), ("org", TRICK, TRICK),
                               ("vehicle", "veh-01", INST42), ("vehicle", "veh-07", INST07), ("vehicle", "veh-x", TRICK)):
         pts.append(Point("fleet_indicator", {"scope": scope, "id": ident, "org": org, "period": "day"},

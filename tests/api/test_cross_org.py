@@ -65,9 +65,10 @@ def id_routes(scope: str) -> list[str]:
                  f"/v1/terminals/0{VEHICLE_TERMINAL[v]}"]
     for b in buildings:
         urls += [f"/v1/buildings/{b}", f"/v1/meters?building={b}", f"/v1/latest/meters?building={b}",
-                 f"/v1/indicators/energy?scope=building&id={b}"]
+                 f"/v1/indicators/energy?scope=building&id={b}", f"/v1/energy/items?scope=building&id={b}"]
     for o in orgs + tricks:
-        urls += [f"/v1/orgs/{o}", f"/v1/indicators/energy?scope=org&id={o}", f"/v1/indicators/fleet?scope=org&id={o}"]
+        urls += [f"/v1/orgs/{o}", f"/v1/indicators/energy?scope=org&id={o}", f"/v1/indicators/fleet?scope=org&id={o}",
+                 f"/v1/energy/items?scope=org&id={o}"]
     for o in orgs + tricks:
         for base in ("/v1/orgs", "/v1/buildings", "/v1/meters", "/v1/vehicles", "/v1/latest/meters",
                      "/v1/latest/vehicles", "/v1/trips", "/v1/alerts", "/v1/indicators/energy",

@@ -71,7 +71,14 @@ def test_dashboard_energy_and_fleet_views_update_live(env, tmp_path):
                                              {"active_power_total_kw": 1234.5}, time.time_ns())])
             wait(lambda: "1234.50" in d.find_element(By.CSS_SELECTOR, 'tr[data-meter="m-hq-main"] .power').text,
                  what="meter row update")
-            wait(lambda: float(d.find_element(By.ID, "power-hq").text.split()[0]) > 1234, what="building power update")
+            # the building's power is its main incomer's: the HVAC plant behind it is not added again
+            wait(lambda: d.find_element(By.ID, "power-hq").text == "1234.5 kW", what="building power update")
+            items = d.find_element(By.ID, "items-hq")
+            assert "HVAC" in items.find_element(By.CSS_SELECTOR, 'dt[data-item="01B00"]').text
+            assert "unmetered and losses" in items.find_element(By.CSS_SELECTOR, 'dt[data-item="unmetered"]').text
+            assert "40 %" in items.text
+            hvac_row = d.find_element(By.CSS_SELECTOR, 'tr[data-meter="m-hq-hvac"]')
+            assert hvac_row.get_attribute("data-depth") == "1" and "01B00" in hvac_row.text
             d.save_screenshot(str(ARTIFACTS / "dashboard-energy.png"))
 
             d.get(srv.url + "/#fleet")

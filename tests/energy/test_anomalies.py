@@ -38,7 +38,8 @@ def test_night_and_holiday_load_above_base():
 def test_stalled_and_jumping_counter():
     t = np.arange(60, dtype=np.int64) * H
     v = np.r_[np.arange(10.0), np.full(30, 9.0), 9.0 + np.arange(1, 21) * 1.0]
-    v[50] += 500.0                  # a jump (and the step back is a reset)
+    v[50:] += 500.0                 # a jump that stays (a single reading off would be a glitch, dropped)
+    v[55:] -= 300.0                 # a step back to a middle value: a reset
     spec = CounterSpec(rated_kw=10.0, max_gap_s=7200)
     d = counter_deltas(t, v, spec)
     out = counter_anomalies("m1", d, v, spec, stall_hours=24)

@@ -35,28 +35,58 @@ def test_counter_wrap_at_uint32_rollover():
     assert [e.kind for e in ev] == ["wrap"] and ev[0].before == ROLL - 1.0 and ev[0].after == 1.5
 
 
-def test_meter_reset_starts_new_segment_and_counts_nothing_across_it():
+def test_meter_replaced_starts_new_segment_and_counts_nothing_unknown_across_it():
     t = np.arange(5) * Q
-    v = np.array([5000.0, 5002.0, 3.0, 5.0, 6.0])  # replaced by a meter starting at 3
+    v = np.array([5000.0, 5002.0, 3.0, 5.0, 6.0])  # replaced by a meter starting at 0, read at 3
     spec = CounterSpec(rollover=ROLL)
     d = counter_deltas(t, v, spec)
-    assert d.status[2] == Status.reset
+    assert d.status[2] == Status.replaced
+    # no rating: nothing bounds what the new meter says it counted, so the interval counts 0
     assert d.delta.tolist() == [0.0, 2.0, 0.0, 2.0, 1.0]
     b = bin_energy(d, 0, 4)
     assert np.nansum(b.energy) == pytest.approx(5.0)
-    assert b.coverage.tolist() == [1.0, 0.0, 1.0, 1.0]  # the reset interval is visibly uncovered
-    assert [e.kind for e in d.events(v, spec)] == ["reset"]
+    assert b.coverage.tolist() == [1.0, 0.0, 1.0, 1.0]  # the replacement's interval is visibly uncovered
+    assert [e.kind for e in d.events(v, spec)] == ["replaced"]
+    # with a rating (40 kW: at most 15 kWh in 15 min) the new meter's 3 kWh since zero are counted
+    rated = CounterSpec(rollover=ROLL, rated_kw=40.0)
+    d = counter_deltas(t, v, rated)
+    assert d.status[2] == Status.replaced and d.delta.tolist() == [0.0, 2.0, 3.0, 2.0, 1.0]
+    assert "new reading counted" in d.events(v, rated)[0].rule
 
 
-def test_negative_step_without_rollover_is_a_reset_not_a_wrap():
+def test_negative_step_to_a_middle_value_is_a_reset_counting_nothing():
+    d = counter_deltas(np.arange(3) * Q, np.array([5000.0, 3000.0, 3001.0]), CounterSpec(rated_kw=40.0))
+    assert d.status[1] == Status.reset and d.delta.tolist() == [0.0, 0.0, 1.0]
+
+
+def test_negative_step_without_rollover_is_not_a_wrap():
     d = counter_deltas(np.arange(3) * Q, np.array([ROLL - 1, 2.0, 3.0]))
-    assert d.status[1] == Status.reset
+    assert d.status[1] == Status.replaced
 
 
-def test_small_backstep_counts_zero():
+def test_small_backstep_counts_zero_and_holds_the_counter():
     d = counter_deltas(np.arange(3) * Q, np.array([10.0, 9.99, 11.0]))
     assert d.status[1] == Status.backstep
-    assert d.delta.tolist() == [0.0, 0.0, pytest.approx(1.01)]
+    # the re-read 9.99 is noise: from 10 to 11 is 1 kWh, not 1.01
+    assert d.delta.tolist() == [0.0, 0.0, pytest.approx(1.0, abs=1e-12)]
+    run = counter_deltas(np.arange(5) * Q, np.array([10.0, 9.99, 9.97, 10.5, 11.0]))
+    assert run.status.tolist()[1:3] == [Status.backstep, Status.backstep]
+    assert run.delta.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("garbage", [4294967.295, 0.0, 1.0e9])
+@pytest.mark.parametrize("rated", [None, 40.0])
+def test_one_reading_out_of_line_is_dropped(garbage, rated):
+    """A communication glitch decoding garbage: one reading far off, its neighbours agree."""
+    t = np.arange(6) * Q
+    v = np.array([5000.0, 5002.0, garbage, 5006.0, 5008.0, 5010.0])
+    spec = CounterSpec(rollover=429496729.6, rated_kw=rated)
+    d = counter_deltas(t, v, spec)
+    assert d.delta.sum() == pytest.approx(10.0)          # never a giant or negative consumption
+    assert d.delta[3] == pytest.approx(4.0)              # the interval across the dropped reading
+    ev = d.events(v, spec)
+    assert [e.kind for e in ev] == ["glitch"]
+    assert ev[0].after == garbage and ev[0].before == 5002.0 and "dropped" in ev[0].rule
 
 
 def test_implausible_jump_flagged_against_rated_power():
@@ -112,33 +142,64 @@ def test_unsorted_times_refused():
 
 def reference_deltas(t, v, spec):
     """Plain loop, one reading at a time: the rules as the docstring states them."""
-    delta = np.zeros_like(v)
-    status = np.zeros(v.shape, dtype=np.int8)
-    gap = np.zeros(v.shape, dtype=bool)
-    for r in range(v.shape[0]):
-        p = None
-        for j in range(v.shape[1]):
-            if np.isnan(v[r, j]):
-                continue
-            if p is not None:
-                d = v[r, j] - v[r, p]
-                dt_h = (t[j] - t[p]) / 3.6e12
-                st, c = Status.ok, d
-                if d < 0:
-                    if d >= -spec.backstep_tolerance:
-                        st, c = Status.backstep, 0.0
-                    elif (spec.rollover is not None and v[r, p] >= (1 - spec.wrap_zone) * spec.rollover
-                          and v[r, j] <= spec.wrap_zone * spec.rollover):
-                        st, c = Status.wrap, spec.rollover - v[r, p] + v[r, j]
+    tol = spec.backstep_tolerance
+
+    def classify(v):
+        delta = np.zeros_like(v)
+        status = np.zeros(v.shape, dtype=np.int8)
+        gap = np.zeros(v.shape, dtype=bool)
+        for r in range(v.shape[0]):
+            p = None
+            carry = 0.0
+            for j in range(v.shape[1]):
+                if np.isnan(v[r, j]):
+                    continue
+                if p is not None:
+                    d = v[r, j] - v[r, p]
+                    dt_h = (t[j] - t[p]) / 3.6e12
+                    st, c = Status.ok, d
+                    if d < 0:
+                        if d >= -tol:
+                            st, c = Status.backstep, 0.0
+                        elif (spec.rollover is not None and v[r, p] >= (1 - spec.wrap_zone) * spec.rollover
+                              and v[r, j] <= spec.wrap_zone * spec.rollover):
+                            st, c = Status.wrap, spec.rollover - v[r, p] + v[r, j]
+                        elif spec.rated_kw is not None and 0 <= v[r, j] <= spec.rated_kw * dt_h * spec.jump_margin + tol:
+                            st, c = Status.replaced, v[r, j]
+                        elif spec.rated_kw is None and 0 <= v[r, j] <= spec.restart_zone * v[r, p]:
+                            st, c = Status.replaced, 0.0
+                        else:
+                            st, c = Status.reset, 0.0
+                    if (spec.rated_kw is not None and st in (Status.ok, Status.wrap)
+                            and c > spec.rated_kw * dt_h * spec.jump_margin + tol):
+                        st, c = Status.jump, (c if spec.keep_jumps else 0.0)
+                    if st == Status.backstep:
+                        carry += d
+                    elif st == Status.ok:
+                        c, carry = max(0.0, c + carry), 0.0
                     else:
-                        st, c = Status.reset, 0.0
-                if (spec.rated_kw is not None and st in (Status.ok, Status.wrap)
-                        and c > spec.rated_kw * dt_h * spec.jump_margin + spec.backstep_tolerance):
-                    st, c = Status.jump, (c if spec.keep_jumps else 0.0)
-                delta[r, j], status[r, j] = c, st
-                gap[r, j] = (t[j] - t[p]) > spec.max_gap_s * 1e9
-            p = j
-    return delta, status, gap
+                        carry = 0.0
+                    delta[r, j], status[r, j] = c, st
+                    gap[r, j] = (t[j] - t[p]) > spec.max_gap_s * 1e9
+                p = j
+        return delta, status, gap
+
+    delta, status, gap = classify(v)
+    # a single reading out of line next to a flagged interval, its neighbours agreeing: dropped
+    suspect = (Status.wrap, Status.reset, Status.jump, Status.replaced)
+    clean = v.copy()
+    for r in range(v.shape[0]):
+        cols = [j for j in range(v.shape[1]) if not np.isnan(v[r, j])]
+        for k in range(1, len(cols) - 1):
+            p, c, n = cols[k - 1], cols[k], cols[k + 1]
+            if status[r, c] not in suspect and status[r, n] not in suspect:
+                continue
+            s1, s2, outer = v[r, c] - v[r, p], v[r, n] - v[r, c], v[r, n] - v[r, p]
+            ok = outer >= -tol and (spec.rated_kw is None or outer <= spec.rated_kw * (t[n] - t[p]) / 3.6e12
+                                    * spec.jump_margin + tol)
+            if abs(s1) > tol and abs(s2) > tol and (s1 > 0) != (s2 > 0) and ok:
+                clean[r, c] = np.nan
+    return classify(clean) if np.isnan(clean).sum() > np.isnan(v).sum() else (delta, status, gap)
 
 
 @pytest.mark.parametrize("seed", range(6))

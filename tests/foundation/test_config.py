@@ -100,7 +100,20 @@ def test_unreadable_file(tmp_path):
 def test_example_site_is_valid(monkeypatch):
     monkeypatch.setenv("EDGE_MQTT_PASSWORD", "x")
     site = load_site("examples/site.yaml")
-    assert {m.id for m in site.meters} == {"hq-main", "hq-water"}
+    assert {m.id for m in site.meters} == {"hq-main", "hq-hvac", "hq-lighting", "hq-other", "hq-water"}
+    by = {m.id: m for m in site.meters}
+    assert by["hq-hvac"].parent == "hq-main" and by["hq-hvac"].item == "01B00"
+    assert by["hq-other"].terms == ((1.0, "hq-main"), (-1.0, "hq-hvac"), (-1.0, "hq-lighting"))
+    assert by["hq-water"].item == "02000"
+
+
+def test_an_unquoted_numeric_item_code_is_refused_with_what_to_write():
+    from edge.config import parse_site
+    text = ("orgs: [{path: '330000', name: Z}]\nmeters:\n  - {id: w, profile: tuf2000m-water, org: '330000', "
+            "carrier: water, item: 02000, transport: {kind: tcp, host: h, port: 1}}\n")
+    with pytest.raises(ConfigError) as e:
+        parse_site(text, "site.yaml")
+    assert "write the code in quotes" in str(e.value) and "meters.item" in str(e.value)
 
 
 @pytest.mark.parametrize("path, scope, inside", [
