@@ -66,3 +66,11 @@ class StoreError(EdgeError):
 
 class OutboxError(EdgeError):
     """The durable outbox could not commit or read."""
+
+
+class OutboxFull(OutboxError):
+    """The outbox is full and the put's source can hold its data: nothing of the put was committed.
+
+    Raised for puts made with ``on_full=OnFull.refuse`` (MQTT and JT/T 808 positions). The source
+    keeps the data and offers it again: an MQTT message is not acknowledged (the broker keeps it
+    and redelivers it), a JT/T 808 terminal gets no 0x8001 and resends."""

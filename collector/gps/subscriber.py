@@ -19,6 +19,12 @@ time and parses the PUBLISH packets itself, paho still handling every other pack
 same bytes; it stops reading while two batches wait (back-pressure). A batch's PUBACKs leave
 in one write.
 
+When the outbox is full (``OutboxFull``: it holds back sources that can wait), nothing of the
+batch is acknowledged: the collector ends the session, pauses (growing to ``HOLD_PAUSE_MAX_S``),
+reconnects, and the broker redelivers every unacknowledged message of the persistent session
+(MQTT redelivers when a session resumes). Counted (``gps_intake_paused{reason=outbox_full}``),
+logged when intake pauses and when it resumes.
+
 Bad input never stalls the loop: a payload that does not decode or validate goes to the
 dead-letter table with its topic and reason and is acknowledged; duplicates (a QoS 1
 redelivery, a terminal resending) are counted and acknowledged without a dead-letter row.
@@ -48,7 +54,7 @@ from collector.gps.crs import gcj02_to_wgs84
 from collector.gps.validate import Tracker, check_point
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Crs, Mqtt, MqttProtocol, UnknownVehiclePolicy, Vehicle
-from edge.errors import ConfigError, EdgeError, PayloadError
+from edge.errors import ConfigError, EdgeError, OutboxFull, PayloadError
 from edge.point import Point
 
 log = logging.getLogger(__name__)
@@ -63,6 +69,7 @@ SUBSCRIBE_TIMEOUT_S = 120.0  # the SUBACK comes after the backlog the broker hel
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 SESSION_EXPIRY_S = 7 * 86400  # MQTT 5: how long the broker keeps our session while we are away
+HOLD_PAUSE_MAX_S = 4.0  # longest pause before trying again while the outbox is full (it frees as the store drains)
 
 
 class MqttConnectionError(EdgeError):
@@ -192,6 +199,8 @@ class GpsCollector:
         self.unknown_count = 0
         self.reconnects = 0
         self.batches = 0
+        self.outbox_full = 0  # sessions ended because the outbox refused a batch (OutboxFull)
+        self.paused_since: float | None = None  # monotonic, while intake is paused for a full outbox
         self._conn_gen = 0
         self._routes_seen: dict[str, tuple[Route | None, str | None]] = {}
         self._last_error: str | None = None
@@ -211,6 +220,8 @@ class GpsCollector:
             "unknown_vehicle_messages": self.unknown_count,
             "reconnects": self.reconnects,
             "batches": self.batches,
+            "outbox_full": self.outbox_full,
+            "paused": self.paused_since is not None,
             "intake": self.intake,
         }
 
@@ -226,6 +237,12 @@ class GpsCollector:
             except asyncio.CancelledError:
                 self.connected = False
                 raise
+            except OutboxFull as e:
+                # nothing of the refused batch was acknowledged: the broker keeps it and redelivers it
+                # when the session resumes; pause (briefly: the outbox frees as its consumers drain)
+                self.connected = False
+                self._held(e, min(backoff, HOLD_PAUSE_MAX_S))
+                backoff = min(backoff, HOLD_PAUSE_MAX_S)
             except (aiomqtt.MqttError, MqttConnectionError, EdgeError, OSError) as e:
                 was = self.connected
                 self.connected = False
@@ -241,6 +258,14 @@ class GpsCollector:
                 log.exception("gps collector failed; restarting the session")
             await self.clock.sleep(backoff * (0.8 + 0.4 * random.random()))
             backoff = min(BACKOFF_MAX_S, backoff * 2)
+
+    def _held(self, e: OutboxFull, pause_s: float) -> None:
+        self.outbox_full += 1
+        self.ingest.count("gps_intake_paused", 1, reason="outbox_full")
+        if self.paused_since is None:
+            self.paused_since = self.clock.monotonic()
+            log.warning("gps intake paused reason=outbox_full (positions left unacknowledged with the broker) "
+                        "retry_in_s=%.1f error=%r", pause_s, str(e))
 
     # -- connection -----------------------------------------------------------------------------
     def _client(self) -> aiomqtt.Client:
@@ -425,6 +450,10 @@ class GpsCollector:
         except BaseException:
             self.tracker.forget(prep.vehicles)  # nothing of it is acknowledged: it comes again
             raise
+        if self.paused_since is not None:
+            log.info("gps intake resumed after_s=%.1f sessions_refused=%d", self.clock.monotonic() - self.paused_since,
+                     self.outbox_full)
+            self.paused_since = None
         self.stored += len(prep.accepted)
         self.duplicates += prep.dups
         if prep.accepted:
