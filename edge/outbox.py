@@ -338,7 +338,7 @@ class Outbox:
     ``thin``: how readings put with ``OnFull.thin`` are thinned when full (the service passes the
     counter fields of its device profiles and the site's time zone). ``dropped_keep_bytes``: the
     ``dropped`` record keeps the newest drops up to this much line text (default half of
-    ``max_bytes``); the counters stay exact. ``resume_fraction``: once full, sources that can hold
+    ``max_bytes``, at least 8 MiB); the counters stay exact. ``resume_fraction``: once full, sources that can hold
     are refused until consumers have brought the log below this share of ``max_bytes``.
     """
 
@@ -351,7 +351,7 @@ class Outbox:
         self.clock = clock
         self.thin = thin or ThinRule()
         self._days = LocalDays(self.thin.tz)
-        self.dropped_keep_bytes = max(1 << 16, self.max_bytes // 2) if dropped_keep_bytes is None else dropped_keep_bytes
+        self.dropped_keep_bytes = max(8 << 20, self.max_bytes // 2) if dropped_keep_bytes is None else dropped_keep_bytes
         self.resume_bytes = int(self.max_bytes * resume_fraction)
         self._enc = LineEncoder()
         self._listeners: list[Callable[[], None]] = []
