@@ -58,6 +58,7 @@ from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
 from analytics.workcal import FILL_FIELDS, WorkCalendar, provisional_notice
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Site
+from edge.errors import OutboxFull
 from edge.ingest import Ingest
 from edge.memory import release_free_memory
 from edge.point import Point
@@ -226,6 +227,10 @@ class IndicatorJob:
                 await self.compute_once()
             except asyncio.CancelledError:
                 raise
+            except OutboxFull as e:  # the outbox holds back what can be computed again: the next pass does
+                log.warning("indicator pass not stored, the outbox is full; next pass in interval_s",
+                            extra={"interval_s": self.interval_s, "error": str(e)})
+                self.ingest.count("indicator_pass_refused")
             except Exception:
                 log.exception("indicator pass failed; next pass in interval_s", extra={"interval_s": self.interval_s})
                 self.ingest.count("indicator_pass_failed")
@@ -251,8 +256,28 @@ class IndicatorJob:
         if self._fleet_at is None or now - self._fleet_at >= fleet_every_ns:
             points += await self.fleet(today, today, now)  # reads all of today's fixes: on its own cadence
             self._fleet_at = now
-        redo = set(self.late_days)
+        taken = set(self.late_days)
         self.late_days.clear()
+        try:
+            points += await self._closed_days(set(taken), closed, now)
+            if points:
+                await self.ingest.submit(points)
+        except BaseException:
+            # nothing of this pass is stored (a store query failed, or the outbox refused it): the
+            # days it was to redo stay to do, and the closed day is closed again at the next pass
+            self.late_days |= taken
+            raise
+        self.last_closed = closed
+        self._notice(today)
+        self.passes += 1
+        n = len(points)
+        del points
+        await asyncio.to_thread(release_free_memory)  # the pass's arrays are free: give their pages back
+        return n
+
+    async def _closed_days(self, redo: set[dt.date], closed: dt.date, now: int) -> list[Point]:
+        """Indicators of the days to redo, and of ``closed`` when it is newly closed (with its month and year)."""
+        points: list[Point] = []
         if self.last_closed != closed:
             redo.add(closed)  # a newly closed day: it, its month so far and the year to date are redone below
         for month in sorted({(d.year, d.month) for d in redo}):
@@ -266,15 +291,7 @@ class IndicatorJob:
             years.add(closed.year)
         for y in sorted(years):  # the year to date (or the whole of a past year: a late day, a calendar change)
             points += await self.energy(dt.date(y, 1, 1), min(closed, dt.date(y, 12, 31)), (Period.year,))
-        self.last_closed = closed
-        self._notice(today)
-        if points:
-            await self.ingest.submit(points)
-        self.passes += 1
-        n = len(points)
-        del points
-        await asyncio.to_thread(release_free_memory)  # the pass's arrays are free: give their pages back
-        return n
+        return points
 
     async def energy(self, first: dt.date, last: dt.date, periods: Sequence[Period]) -> list[Point]:
         if not self.meters or last < first:

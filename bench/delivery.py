@@ -8,6 +8,11 @@ Figures (names from shared/BENCH.md):
 * ``delivery.influx_points_per_s``: the outbox drained to a real influxd 1.6.7 by ``Deliverer``
   (batches of 5,000; no gzip, as the sink does for a loopback store), against the baseline: the same 5,000-line batches POSTed raw
   (uncompressed) with ``httpx.Client`` in a loop, into a fresh database of the same server.
+* ``upstream.lost_after_kill9``: an edge process commits meter readings to the outbox, delivered by
+  the local sink and by the upstream push (raw, smaller batches, later: it lags) to two databases of
+  the same influxd; it is killed (SIGKILL) at a random moment while the upstream is behind, then
+  restarted: the points the local database has and the upstream's lacks, summed over the kills
+  (goal 0; the design before issue 19 lost the batch in flight between its two commits, 50 a kill).
 
 Run: ``python -m bench.delivery`` (prints JSON) or through ``make bench``.
 """
@@ -17,9 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -29,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
+from api.upstream import Upstream  # noqa: E402
 from edge.delivery import Deliverer  # noqa: E402
 from edge.outbox import Outbox  # noqa: E402
 from edge.point import Point  # noqa: E402
@@ -101,6 +111,83 @@ async def _deliver(url: str, db: str, path: Path, points: list[Point], batch: in
         ob.close()
 
 
+_KILL_CHILD = textwrap.dedent("""
+    import asyncio, sys
+    sys.path.insert(0, {root!r})
+    from api.upstream import Upstream
+    from bench.delivery import reading
+    from edge.delivery import Deliverer
+    from edge.outbox import OnFull, Outbox
+    from edge.sinks import influx_v1
+
+    async def main():
+        ob = Outbox({path!r})
+        local = Deliverer(ob, influx_v1({url!r}, {local_db!r}), batch_points=500, flush_interval_s=0.02)
+        up = Upstream(ob, influx_v1({url!r}, {up_db!r}), raw=True, batch_points=200, flush_interval_s=0.2)
+        tasks = [asyncio.create_task(local.run()), asyncio.create_task(up.run())]
+        seq = 0
+        while True:
+            await asyncio.gather(*(ob.put([reading(m, seq + k) for k in range(5)], on_full=OnFull.thin)
+                                   for m in range(10)))
+            seq += 5
+            print(seq, local.delivered, up.deliverer.delivered, flush=True)
+            await asyncio.sleep(0.002)
+
+    asyncio.run(main())
+""")
+
+
+def _count(server, db: str) -> dict[str, int]:
+    return {t["meter"]: r["count"] for t, r in server.rows('SELECT count("active_energy_import_kwh") FROM meter '
+                                                          'GROUP BY meter', db)}
+
+
+async def _restart_and_drain(path: Path, url: str, local_db: str, up_db: str) -> None:
+    ob = Outbox(path)
+    local, up_sink = influx_v1(url, local_db), influx_v1(url, up_db)
+    try:
+        upstream = Upstream(ob, up_sink, raw=True)
+        await Deliverer(ob, local, batch_points=2000).flush(timeout_s=120)
+        await upstream.flush(timeout_s=120)
+    finally:
+        await local.aclose()
+        await up_sink.aclose()
+        ob.close()
+
+
+def _upstream_kill9(server, tmpd: Path, kills: int, rng: random.Random) -> tuple[int, int, list[int]]:
+    """(upstream copies lost, points committed before the kills, each kill's lag of the upstream)."""
+    lost = committed_total = 0
+    lags = []
+    for k in range(kills):
+        local_db, up_db = server.create_database(f"kill_local_{k}"), server.create_database(f"kill_up_{k}")
+        path = tmpd / f"kill-{k}.sqlite"
+        child = subprocess.Popen([sys.executable, "-c", _KILL_CHILD.format(root=str(ROOT), path=str(path), url=server.url,
+                                                                           local_db=local_db, up_db=up_db)],
+                                 stdout=subprocess.PIPE, text=True)
+        committed = local = up = 0
+        try:
+            while committed < 3000 or up == 0 or local <= up:
+                line = child.stdout.readline()
+                if not line:
+                    raise RuntimeError("the edge process ended early")
+                committed, local, up = map(int, line.split())
+            time.sleep(rng.uniform(0.001, 0.02))
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+            child.stdout.close()
+        lags.append(local - up)
+        asyncio.run(_restart_and_drain(path, server.url, local_db, up_db))
+        a, b = _count(server, local_db), _count(server, up_db)
+        lost += sum(max(0, n - b.get(m, 0)) for m, n in a.items())
+        lost += sum(max(0, committed - n) for n in b.values())  # and what was committed is upstream too
+        committed_total += committed * 10
+        server.drop_database(local_db)
+        server.drop_database(up_db)
+    return lost, committed_total, lags
+
+
 def run(quick: bool = False) -> dict:
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
@@ -118,6 +205,8 @@ def run(quick: bool = False) -> dict:
         if not available():
             out["delivery.influx_points_per_s"] = {**_figure(None, "points/s", None, None, None, ">= 0.8 x baseline",
                                                              False), "why": "influxd not installed"}
+            out["upstream.lost_after_kill9"] = {**_figure(None, "points", None, None, None, "0", False),
+                                                "why": "influxd not installed"}
             return out
         server = InfluxServer(tmpd / "influxd").start()
         try:
@@ -145,6 +234,11 @@ def run(quick: bool = False) -> dict:
             out["delivery.influx_points_per_s"] = _figure(
                 round(ours), "points/s", round(base), "same 5,000-line batches POSTed raw (uncompressed) with httpx; medians of 6 alternating rounds",
                 round(ratio, 3), ">= 0.8 x baseline", ratio >= 0.8)
+            kills = 2 if quick else 5
+            lost, committed, lags = _upstream_kill9(server, tmpd, kills, random.Random(19))
+            out["upstream.lost_after_kill9"] = {
+                **_figure(lost, "points", None, "none (absolute goal)", None, "0", lost == 0),
+                "kills": kills, "points_committed": committed, "upstream_behind_local_at_kill_points": lags}
         finally:
             server.stop()
     return out

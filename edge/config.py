@@ -353,11 +353,12 @@ class Store(Frozen):
 
 class Outbox(Frozen):
     path: str = "var/outbox.sqlite"
-    max_bytes: int = Field(default=1 << 30, gt=0, description="when full, the oldest points are dropped and counted")
+    max_bytes: int = Field(default=1 << 30, gt=0, description="bound of the log's text: when full, sources that can "
+                           "hold (positions) are refused and meter readings thinned, then dropped (counted, recorded)")
 
 
 class Upstream(Frozen):
-    """Push to the provincial platform: indicators (and raw points if asked) through a durable outbox."""
+    """Push to the provincial platform: indicators (and raw points if asked), a consumer of the outbox's log."""
 
     url: str
     database: str = "sensing"
@@ -368,7 +369,8 @@ class Upstream(Frozen):
     token: str | None = None
     measurements: tuple[str, ...] = ("energy_indicator", "energy_item", "fleet_indicator")
     raw: bool = Field(default=False, description="also forward raw meter readings and positions")
-    max_bytes: int = Field(default=256 << 20, gt=0)
+    max_bytes: int = Field(default=256 << 20, gt=0, description="no longer used (the upstream reads the outbox, "
+                           "bounded by outbox.max_bytes); accepted so that earlier site files load")
 
 
 class Api(Frozen):

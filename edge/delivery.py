@@ -1,8 +1,10 @@
-"""Delivery: the loop that moves points from the outbox to the sink, and the wiring helpers.
+"""Delivery: the loop that moves points from the outbox to a sink, and the wiring helpers.
 
-``Deliverer`` reads the oldest batch from the outbox, writes it to the sink, and deletes it from
-the outbox only when the sink confirmed it. Batches leave in commit order and one at a time, so
-every series arrives in order. On failure:
+``Deliverer`` is one consumer of the outbox's log (``consumer``, by default the local sink): it
+reads that consumer's oldest batch, writes it to the sink, and moves the consumer's cursor past it
+only when the sink confirmed it. Batches leave in commit order and one at a time, so every series
+arrives in order. The upstream push to the province is another ``Deliverer`` on the same log with
+its own consumer (``api.upstream``). On failure:
 
 * store unreachable, 5xx, 429: the same batch is retried with capped exponential backoff and
   full jitter (``backoff_base_s`` doubling up to ``backoff_cap_s``; a Retry-After header sets a
@@ -33,7 +35,7 @@ from edge.config import Outbox as OutboxConfig
 from edge.config import Store, StoreKind
 from edge.errors import EdgeError, SinkError
 from edge.metrics import Metrics
-from edge.outbox import Batch, Outbox
+from edge.outbox import LOCAL, Batch, Outbox, ThinRule
 from edge.query import InfluxQLQuery, Query, StoreQuery
 from edge.sinks import (EmbeddedSink, Sink, SinkBlocked, SinkRejected, SinkTooLarge, SinkUnavailable, influx_v1,
                         influx_v2)
@@ -77,8 +79,9 @@ def build_query(store_cfg: Store) -> Query:
     return StoreQuery(open_store(store_cfg))
 
 
-def build_outbox(outbox_cfg: OutboxConfig, metrics: Metrics | None = None, *, clock: Clock = SYSTEM_CLOCK) -> Outbox:
-    return Outbox(Path(outbox_cfg.path), max_bytes=outbox_cfg.max_bytes, metrics=metrics, clock=clock)
+def build_outbox(outbox_cfg: OutboxConfig, metrics: Metrics | None = None, *, clock: Clock = SYSTEM_CLOCK,
+                 thin: ThinRule | None = None) -> Outbox:
+    return Outbox(Path(outbox_cfg.path), max_bytes=outbox_cfg.max_bytes, metrics=metrics, clock=clock, thin=thin)
 
 
 # --- splitting and bisecting -----------------------------------------------------------------------
@@ -124,13 +127,14 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random, ret
 
 
 class Deliverer:
-    """Moves points from ``outbox`` to ``sink``. ``run()`` until ``stop()``; ``flush()`` drains."""
+    """Moves the points of ``consumer`` from ``outbox`` to ``sink``. ``run()`` until ``stop()``; ``flush()`` drains."""
 
     def __init__(self, outbox: Outbox, sink: Sink, metrics: Metrics | None = None, clock: Clock = SYSTEM_CLOCK, *,
                  batch_points: int = 5000, flush_interval_s: float = 1.0, backoff_base_s: float = 0.5,
                  backoff_cap_s: float = 10.0, blocked_retry_s: float = 60.0, rng: random.Random | None = None,
-                 flush_interval_ms: int | None = None) -> None:
+                 flush_interval_ms: int | None = None, consumer: str = LOCAL) -> None:
         self.outbox, self.sink, self.metrics, self.clock = outbox, sink, metrics, clock
+        self.consumer = consumer
         self.batch_points = batch_points
         self.flush_interval_s = flush_interval_s if flush_interval_ms is None else flush_interval_ms / 1000
         self.backoff_base_s, self.backoff_cap_s, self.blocked_retry_s = backoff_base_s, backoff_cap_s, blocked_retry_s
@@ -182,14 +186,18 @@ class Deliverer:
         try:
             while not self._stop.is_set():
                 wake.clear()
-                batch = prefetched or await asyncio.to_thread(self.outbox.batch, self.batch_points, self._cursor)
+                if prefetched is None and not self.outbox.lag(self.consumer):
+                    batch = None  # nothing for this consumer (a consumer of some measurements is woken by every commit)
+                else:
+                    batch = prefetched or await asyncio.to_thread(self.outbox.batch, self.batch_points, self._cursor,
+                                                                  self.consumer)
                 prefetched = None
                 if batch is None:
                     partial_since = None
                     if pending_ack is not None:
                         await pending_ack
                         pending_ack = None
-                    if self._cursor and self.outbox.batch(1) is not None:
+                    if self._cursor and self.outbox.lag(self.consumer) and self.outbox.batch(1, None, self.consumer):
                         self._cursor = 0  # rows below the cursor (an ack failed): send them again
                         continue
                     await self._notify()
@@ -206,7 +214,8 @@ class Deliverer:
                         await self._wait_partial(wake, partial_since + self.flush_interval_s)
                         continue
                 partial_since = None
-                nxt = asyncio.ensure_future(asyncio.to_thread(self.outbox.batch, self.batch_points, batch.last_id))
+                nxt = asyncio.ensure_future(asyncio.to_thread(self.outbox.batch, self.batch_points, batch.last_id,
+                                                              self.consumer))
                 rejected = await self._write(batch)
                 if rejected is None:  # stopped while retrying
                     nxt.cancel()
@@ -226,10 +235,10 @@ class Deliverer:
             await self._notify()
 
     def stats(self) -> dict:
-        """For health and the demo summary: state, counts this run, outbox depth and drops."""
-        return {"state": self.state, "last_error": self.last_error, "sink": self.sink.name,
+        """For health and the demo summary: state, counts this run, this consumer's lag, the log's drops."""
+        return {"state": self.state, "last_error": self.last_error, "sink": self.sink.name, "consumer": self.consumer,
                 "delivered": self.delivered, "dead_lettered": self.dead_lettered,
-                "depth": self.outbox.depth(), "dropped": self.outbox.dropped}
+                "depth": self.outbox.lag(self.consumer), "dropped": self.outbox.dropped}
 
     def stop(self) -> None:
         self._events()
@@ -266,8 +275,7 @@ class Deliverer:
             raise SinkError(f"delivery stopped before the flush completed ({self.last_error})")
 
     def _done(self, target: int) -> bool:
-        b = self.outbox.batch(1)
-        return b is None or b.first_id > target
+        return not self.outbox.waiting(self.consumer, target)
 
     async def _notify(self) -> None:
         if self._progress is not None:
@@ -291,7 +299,8 @@ class Deliverer:
         loop = asyncio.get_running_loop()
         while True:
             remaining = deadline - loop.time()
-            if remaining <= 0 or self._stop.is_set() or self._flush_wanted or self.outbox.depth() >= self.batch_points:
+            if (remaining <= 0 or self._stop.is_set() or self._flush_wanted
+                    or self.outbox.lag(self.consumer) >= self.batch_points):
                 return
             wake.clear()
             await self._wait(wake, remaining)
@@ -365,11 +374,11 @@ class Deliverer:
                 return None
 
     async def _ack(self, batch: Batch, rejected: list[tuple[int, str]]) -> None:
-        """Delete the delivered batch from the outbox, dead-lettering the refused points, and count."""
+        """Move the consumer's cursor past the delivered batch, dead-lettering the refused points, and count."""
         lines = batch.lines
         bad = [(lines[i], reason) for i, reason in rejected]
         try:
-            await self.outbox.ack_async(batch.last_id, bad)
+            await self.outbox.ack_async(batch.last_id, bad, self.consumer)
         except EdgeError as e:  # the outbox could not commit: the rows stay and are sent again
             log.error("outbox ack failed sink=%s upto_id=%d error=%s", self.sink.name, batch.last_id, e)
             self._cursor = 0

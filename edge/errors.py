@@ -69,5 +69,8 @@ class OutboxError(EdgeError):
 
 
 class OutboxFull(OutboxError):
-    """The outbox cannot take more now. Sources that can hold their data (MQTT, JT/T 808 terminals)
-    then do not acknowledge, and the sender keeps it and sends it again."""
+    """The outbox is full and the put's source can hold its data: nothing of the put was committed.
+
+    Raised for puts made with ``on_full=OnFull.refuse`` (MQTT and JT/T 808 positions). The source
+    keeps the data and offers it again: an MQTT message is not acknowledged (the broker keeps it
+    and redelivers it), a JT/T 808 terminal gets no 0x8001 and resends."""

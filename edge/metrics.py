@@ -9,11 +9,15 @@ conventions: counters end in ``_total``, durations are in seconds.
     edge_points_delivered_total       points the store confirmed
     edge_points_retried_total         points in batches that had to be sent again
     edge_points_dead_lettered_total   points the store refused (moved to the dead-letter table)
-    edge_points_dropped_total         points dropped because the outbox was full (oldest first)
+    edge_points_dropped_total         points the full outbox dropped or thinned (counter readings only)
+    edge_points_thinned_total         of those, thinned (every Nth reading and each day's first and last kept)
+    edge_points_held_back_total       points refused while the outbox was full (their source keeps them
+                                      and offers them again: one point may be counted more than once)
     edge_points_rejected_total        points that could not be encoded as line protocol
     edge_payloads_dead_lettered_total payloads collectors could not decode
     edge_outbox_depth_points          points waiting in the outbox
     edge_outbox_oldest_age_seconds    age of the oldest waiting point
+    edge_outbox_consumer_lag_points   points a consumer of the outbox (label consumer) has not taken yet
     edge_outbox_commit_seconds        commit latency (put -> durable), histogram
     edge_sink_write_seconds           one HTTP/store write, histogram
     edge_sink_state                   0 ok, 1 retrying, 2 blocked (401/403/404: needs an operator)
@@ -50,11 +54,16 @@ class Metrics:
         self.points_delivered = Counter("edge_points_delivered", "Points the store confirmed", registry=r)
         self.points_retried = Counter("edge_points_retried", "Points in batches sent again after a failure", registry=r)
         self.points_dead_lettered = Counter("edge_points_dead_lettered", "Points the store refused", registry=r)
-        self.points_dropped = Counter("edge_points_dropped", "Points dropped (oldest first) because the outbox was full", registry=r)
+        self.points_dropped = Counter("edge_points_dropped", "Points the full outbox dropped or thinned", registry=r)
+        self.points_thinned = Counter("edge_points_thinned", "Points the full outbox thinned away", registry=r)
+        self.points_held_back = Counter("edge_points_held_back", "Points refused while the outbox was full "
+                                        "(their source keeps them)", registry=r)
         self.points_rejected = Counter("edge_points_rejected", "Points that could not be encoded as line protocol", registry=r)
         self.payloads_dead_lettered = Counter("edge_payloads_dead_lettered", "Payloads collectors could not decode", registry=r)
         self.outbox_depth = Gauge("edge_outbox_depth_points", "Points waiting in the outbox", registry=r)
         self.outbox_oldest_age = Gauge("edge_outbox_oldest_age_seconds", "Age of the oldest waiting point", registry=r)
+        self.outbox_consumer_lag = Gauge("edge_outbox_consumer_lag_points", "Points a consumer of the outbox has not "
+                                         "taken yet", labelnames=("consumer",), registry=r)
         self.commit_latency = Histogram(
             "edge_outbox_commit_seconds", "Outbox commit latency (put until durable)", registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
@@ -69,6 +78,16 @@ class Metrics:
         """Make the depth and age gauges read the outbox at scrape time."""
         self.outbox_depth.set_function(depth)
         self.outbox_oldest_age.set_function(oldest_age_s)
+
+    def bind_consumer(self, name: str, lag: Callable[[], int]) -> None:
+        """Make ``edge_outbox_consumer_lag_points{consumer=name}`` read ``lag()`` at scrape time."""
+        self.outbox_consumer_lag.labels(consumer=name).set_function(lag)
+
+    def unbind_consumer(self, name: str) -> None:
+        try:
+            self.outbox_consumer_lag.remove(name)
+        except KeyError:
+            pass
 
     def set_sink_state(self, state: str) -> None:
         self.sink_state.set(SINK_STATES[state])

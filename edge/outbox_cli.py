@@ -1,6 +1,7 @@
 """``edge outbox``: look into the durable outbox, list, replay and purge dead letters.
 
-    edge outbox status        -c site.yaml            depth, bytes, oldest point, drops, dead letters
+    edge outbox status        -c site.yaml            depth, bytes, each consumer's lag, drops, dead letters
+    edge outbox dropped       -c site.yaml [--reason thinned|dropped] [--limit 20] [--json]
     edge outbox dead-letters  -c site.yaml [--kind point|payload|invalid] [--limit 20] [--json]
     edge outbox replay        -c site.yaml [--id 12 --id 13 | --all]
     edge outbox purge         -c site.yaml (--dead-letters [--kind K] [--id N] | --pending) --yes
@@ -65,23 +66,49 @@ def _mb(n: int) -> str:
 @app.command()
 def status(config: Optional[Path] = ConfigOpt, outbox: Optional[Path] = PathOpt,
            as_json: bool = typer.Option(False, "--json", help="machine-readable")) -> None:
-    """Points waiting, bytes used of the bound, oldest point's age, drops and dead letters."""
+    """Points in the log, bytes used of the bound, each consumer's lag, drops and dead letters."""
     with _open(config, outbox) as ob:
         st = ob.status()
     if as_json:
         out.print_json(json.dumps(asdict(st)))
         return
     t = Table(show_header=False, title=f"outbox {st.path}")
-    t.add_row("points waiting", f"{st.depth_points:,}")
-    t.add_row("stored text", f"{_mb(st.bytes)} of {_mb(st.max_bytes)} ({100 * st.bytes / st.max_bytes:.1f} %)")
+    t.add_row("points in the log", f"{st.depth_points:,}")
+    t.add_row("stored text", f"{_mb(st.bytes)} of {_mb(st.max_bytes)} ({100 * st.bytes / st.max_bytes:.1f} %)"
+              + (" - full: holding back sources that can wait" if st.holding else ""))
     t.add_row("file size", _mb(st.file_bytes))
-    t.add_row("oldest waiting", "-" if st.oldest_age_s is None else f"{st.oldest_age_s:,.1f} s ago")
+    t.add_row("oldest in the log", "-" if st.oldest_age_s is None else f"{st.oldest_age_s:,.1f} s ago")
     t.add_row("committed (all time)", f"{st.counters.get('committed', 0):,}")
+    t.add_row("held back, outbox full (all time)", f"{st.counters.get('held_back', 0):,}")
+    t.add_row("thinned, outbox full (all time)", f"{st.counters.get('thinned', 0):,}")
     t.add_row("dropped, outbox full (all time)", f"{st.counters.get('dropped', 0):,}")
-    t.add_row("refused by the store (all time)", f"{st.counters.get('dead_lettered_points', 0):,}")
+    t.add_row("refused by a store (all time)", f"{st.counters.get('dead_lettered_points', 0):,}")
     for kind in ("point", "invalid", "payload"):
         t.add_row(f"dead letters now: {kind}", f"{st.dead_letters.get(kind, 0):,}")
     out.print(t)
+    c = Table("consumer", "takes", "cursor (row id)", "lag (points)", "oldest not taken", title="consumers")
+    for cs in st.consumers:
+        c.add_row(cs.name, "all" if cs.measurements is None else ", ".join(cs.measurements), f"{cs.cursor:,}",
+                  f"{cs.lag_points:,}", "-" if cs.oldest_age_s is None else f"{cs.oldest_age_s:,.1f} s ago")
+    out.print(c)
+
+
+@app.command()
+def dropped(config: Optional[Path] = ConfigOpt, outbox: Optional[Path] = PathOpt,
+            reason: Optional[str] = typer.Option(None, help="thinned | dropped"),
+            limit: int = typer.Option(20, min=1), as_json: bool = typer.Option(False, "--json")) -> None:
+    """The newest points the full outbox thinned or dropped (the record keeps the most recent ones)."""
+    with _open(config, outbox) as ob:
+        rows = ob.dropped_points(limit, reason=reason, newest=True)
+    if as_json:
+        out.print_json(json.dumps([{"id": r.id, "at": _when(r.at_ns), "reason": r.reason, "missed": list(r.missed),
+                                    "line": r.line} for r in rows]))
+        return
+    t = Table("id", "at (UTC)", "reason", "never reached", "point", title="thinned and dropped points (newest last)")
+    for r in rows:
+        t.add_row(str(r.id), _when(r.at_ns), r.reason, ", ".join(r.missed), r.line[:160])
+    out.print(t)
+
 
 
 @app.command("dead-letters")

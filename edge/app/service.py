@@ -1,6 +1,7 @@
 """The service supervisor: builds every component from a Site and runs them until stopped.
 
-    collectors ──Points──► ServiceIngest ──► Outbox (durable) ──► Deliverer ──► sink (InfluxDB / embedded)
+    collectors ──Points──► ServiceIngest ──► Outbox (one durable log) ─┬─► Deliverer (consumer local) ──► sink (InfluxDB / embedded)
+                                   │                                     └─► Upstream (consumer upstream) ──► provincial platform
                                    └──────► LiveState ──► API (latest values, live streams)
 
 When the site says ``mqtt.broker: embedded`` (the default) and has vehicles, the service starts
@@ -32,11 +33,12 @@ from analytics.workcal import WorkCalendar
 from api.app import create_app
 from api.context import ApiContext
 from api.keys import KeyStore, keys_path_for
+from api.upstream import CONSUMER as UPSTREAM_CONSUMER
 from api.upstream import Upstream
 from collector.gps.subscriber import GpsCollector
 from collector.jt808.registry import Registry
 from collector.jt808.server import Jt808Server
-from collector.modbus.service import ModbusCollector
+from collector.modbus.service import DevicePlan, ModbusCollector, compile_site
 from edge.broker import EmbeddedBroker, free_port
 from edge.app.site import counter_defaults_for
 from edge.clock import SYSTEM_CLOCK, Clock
@@ -45,8 +47,9 @@ from edge.delivery import Deliverer, build_query, build_sink
 from edge.errors import ConfigError
 from edge.live import LiveState
 from edge.metrics import Metrics
-from edge.outbox import Outbox
+from edge.outbox import OnFull, Outbox
 from edge.point import Point
+from edge.thinning import ThinRule
 
 log = logging.getLogger(__name__)
 CALENDAR_POLL_S = 10.0  # how often the site file is checked for holiday calendar edits (a stat call)
@@ -60,13 +63,32 @@ def _file_sig(path: Path | None) -> tuple[int, int] | None:
     return st.st_mtime_ns, st.st_size
 
 
+# What a source can do when the outbox is full, by what it sends. Meter readings are polled: a
+# reading not taken now is gone, but their counters are cumulative, so thinning them costs
+# resolution, not energy. Records of what people did (API audit, alert acknowledgements) are few and
+# told once: taken beyond the bound. Everything else is refused (``OutboxFull``) and held by its
+# source: positions by the MQTT broker (not acknowledged) or the JT/T 808 terminal (no 0x8001);
+# indicators by the job that computes them again at its next pass.
+ON_FULL = {"meter": OnFull.thin, "audit": OnFull.admit, "alert_ack": OnFull.admit, "alert": OnFull.admit}
+
+
+def on_full_for(points: Sequence[Point]) -> OnFull:
+    """The policy of a batch: ``thin`` only when every point is of a measurement that thins."""
+    policy = ON_FULL.get(points[0].measurement, OnFull.refuse)
+    if policy is not OnFull.refuse and any(ON_FULL.get(p.measurement, OnFull.refuse) is not policy for p in points):
+        return OnFull.refuse
+    return policy
+
+
 class ServiceIngest:
-    """What collectors are handed (``edge.ingest.Ingest``): outbox first, then live state."""
+    """What collectors are handed (``edge.ingest.Ingest``): outbox first, then live state.
+
+    ``submit`` raises ``OutboxFull`` (nothing committed) when the outbox is full and the points'
+    source can hold them (see ``ON_FULL``): the source must not acknowledge them."""
 
     def __init__(self, outbox: Outbox, live: LiveState, metrics=None,
-                 derive: Callable[[Sequence[Point]], list[Point]] | None = None, forwards: Sequence[Any] = ()) -> None:
+                 derive: Callable[[Sequence[Point]], list[Point]] | None = None) -> None:
         self.outbox = outbox
-        self.forwards = list(forwards)  # e.g. api.upstream.Upstream: its own durable outbox
         self.metrics = metrics
         self.live = live
         self.counters: Counter[str] = Counter()
@@ -76,7 +98,7 @@ class ServiceIngest:
     async def submit(self, points: Sequence[Point]) -> None:
         if not points:
             return
-        await self.outbox.put(points)
+        await self.outbox.put(points, on_full=on_full_for(points))
         self.counters["points_submitted"] += len(points)
         self.live.update(points)
         if self.derive is not None:
@@ -87,12 +109,11 @@ class ServiceIngest:
                 self.count("derive_failed")
                 derived = []
             if derived:
-                await self.outbox.put(derived)
+                # few, and made from points already committed: refusing them now would lose them
+                await self.outbox.put(derived, on_full=OnFull.admit)
                 self.live.update(derived)
                 self.counters["points_derived"] += len(derived)
                 points = [*points, *derived]
-        for fw in self.forwards:  # committed before submit returns, like the local copy
-            await fw.offer(points)
         for obs in self.observers:
             obs(points)
 
@@ -132,13 +153,16 @@ class EdgeService:
 
         self.metrics = Metrics()
         ob = self.site.outbox
-        self.outbox = Outbox(self._path(ob.path), max_bytes=ob.max_bytes, metrics=self.metrics, clock=self.clock)
+        self.modbus_plans: tuple[DevicePlan, ...] = compile_site(self.site, self.site.profiles_dir) if self.site.meters else ()
+        thin = ThinRule(counter_fields=frozenset(reg.name for p in self.modbus_plans for reg in p.registers if reg.counter),
+                        tz=self.site.analytics.timezone)
+        self.outbox = Outbox(self._path(ob.path), max_bytes=ob.max_bytes, metrics=self.metrics, clock=self.clock,
+                             thin=thin)
         self.live = LiveState()
         self.alerts = self._alert_engine()
         self.upstream = self._upstream()
         self.ingest = ServiceIngest(self.outbox, self.live, self.metrics,
-                                    derive=self._derive_alerts if self.alerts is not None else None,
-                                    forwards=[self.upstream] if self.upstream is not None else [])
+                                    derive=self._derive_alerts if self.alerts is not None else None)
         store_cfg = self.site.store
         if store_cfg.kind is StoreKind.embedded:
             store_cfg = store_cfg.model_copy(update={"path": str(self._path(store_cfg.path))})
@@ -156,14 +180,31 @@ class EdgeService:
         self._site_sig: tuple[int, int] | None = None
         self._build_collectors()
 
-    def _upstream(self):
+    def _upstream(self) -> Upstream | None:
+        """The upstream push as a consumer of the outbox; without ``api.upstream``, no such consumer.
+
+        An ``upstream_outbox.sqlite`` beside the outbox (the second outbox of earlier versions) is
+        imported for the upstream at the first start, or, without an upstream now, left alone and
+        reported."""
         up = self.site.api.upstream
+        legacy = self.outbox.path.with_name("upstream_outbox.sqlite")
         if up is None:
+            if any(c.name == UPSTREAM_CONSUMER for c in self.outbox.consumers()):
+                self.outbox.drop_consumer(UPSTREAM_CONSUMER)  # logged: retention no longer waits for it
+            if legacy.exists():
+                log.warning("an upstream outbox of an earlier version is here, but no api.upstream is configured: "
+                            "its points are not forwarded (configure the upstream to forward them, or delete it)",
+                            extra={"path": str(legacy)})
             return None
-        return Upstream.influxdb(self._path(str(Path(self.site.outbox.path).with_name("upstream_outbox.sqlite"))), up.url,
-                                 database=up.database, org=up.org, bucket=up.bucket, token=up.token,
-                                 username=up.username, password=up.password, measurements=up.measurements,
-                                 raw=up.raw, max_bytes=up.max_bytes, clock=self.clock)
+        if "max_bytes" in up.model_fields_set:
+            log.warning("api.upstream.max_bytes is no longer used: the upstream reads the outbox, bounded by "
+                        "outbox.max_bytes")
+        upstream = Upstream.influxdb(self.outbox, up.url, database=up.database, org=up.org, bucket=up.bucket,
+                                     token=up.token, username=up.username, password=up.password,
+                                     measurements=up.measurements, raw=up.raw, clock=self.clock)
+        if legacy.exists():
+            self.outbox.import_outbox(legacy, UPSTREAM_CONSUMER)
+        return upstream
 
     def _alert_engine(self):
         """Live fleet alerts (overspeed, long idle, out of hours, geofences, lost signal) as positions arrive."""
@@ -190,7 +231,7 @@ class EdgeService:
             await self.clock.sleep(10.0)
             alerts = [a.to_point() for a in self.alerts.tick(self.clock.now_ns())]
             if alerts:
-                await self.outbox.put(alerts)
+                await self.outbox.put(alerts, on_full=OnFull.admit)  # few, and told once: never refused
                 self.live.update(alerts)
 
     def _path(self, p: str) -> Path:
@@ -201,7 +242,8 @@ class EdgeService:
 
     def _build_collectors(self) -> None:
         if self.site.meters:
-            self.modbus = ModbusCollector(self.site, self.ingest, clock=self.clock, profiles_dir=self.site.profiles_dir)
+            self.modbus = ModbusCollector(self.site, self.ingest, clock=self.clock, profiles_dir=self.site.profiles_dir,
+                                          plans=self.modbus_plans)
             self.components.append(Component("modbus", self.modbus.run, self.modbus.stats))
             buses = self.modbus.buses
             self.metrics.gauge_source("edge_modbus_bus_cycle_seconds",
@@ -298,7 +340,8 @@ class EdgeService:
             if dead:
                 status = "degraded"
             comps[c.name] = st
-        comps["outbox"] = {"depth": self.outbox.depth()}
+        comps["outbox"] = {"depth": self.outbox.depth(), "holding": self.outbox.holding,
+                           "consumers": {c.name: c.lag_points for c in self.outbox.consumers()}}
         if self.broker is not None:
             comps["broker"] = {"kind": "embedded", "host": self.broker.host, "port": self.broker.port,
                                "running": self.broker.running}

@@ -74,7 +74,17 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"## {report['scenario']} ({report['meters']} meters, {report['vehicles']} vehicles, "
              f"{report['duration_s']:.0f} s, chaos {'on' if report['chaos'] else 'off'}, store {report['store']})", "",
              *rows, "",
-             f"Outbox dropped (quota): {acc['outbox_dropped']}; explained by it: {acc['explained_by_outbox_drop']}. "
-             f"**{acc['verdict']}** (drained in {report['drain_s']} s).", "",
+             _outbox_full(report) + f"**{acc['verdict']}** (drained in {report['drain_s']} s).", "",
              "Events: " + "; ".join(f"{e['t_s']:.0f} s {e['event']}" for e in report["events"]), ""]
     return "\n".join(lines)
+
+
+def _outbox_full(report: dict[str, Any]) -> str:
+    full = report.get("outbox_full")
+    if not full:
+        return ""
+    energy = report.get("energy") or {}
+    return (f"Outbox full (quota): {full['held_back']} positions held back (not acknowledged, delivered later), "
+            f"{full['thinned']} meter readings thinned, {full['dropped']} dropped; positions dropped: "
+            f"{full['recorded']['positions']}; meter-day energies changed by thinning: {energy.get('changed', 0)} "
+            f"of {energy.get('meter_counters_thinned', 0)} thinned counters over {energy.get('days', 0)} day(s). ")

@@ -18,11 +18,12 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import orjson
 import yaml
 
+from analytics.periods import LocalCalendar
 from edge.config import (
     Api,
     Building,
@@ -41,6 +42,8 @@ from edge.config import (
     Vehicle,
 )
 from edge.delivery import build_query
+from edge.errors import LineProtocolError
+from edge.point import parse_line
 from edge.query import Where
 from simulators.meters import read_profile
 from simulators.testbench import accounting
@@ -52,7 +55,6 @@ log = logging.getLogger(__name__)
 PROVINCE, CITY, COUNTY = "330000", "330000/330100", "330000/330100/330106"
 DB = "bench"
 KILL_WINDOW_NS = 3_000_000_000  # readings taken this long before a kill -9 may not have reached the outbox
-OUTAGE_LEAD_NS = 10_000_000_000  # points this old at an outage's start may still wait in the outbox
 
 
 @dataclass
@@ -152,6 +154,56 @@ def outbox_state(path: Path) -> dict[str, int]:
     return {"depth": int(depth), **{k: int(v) for k, v in counters.items()}}
 
 
+def outbox_drops(path: Path) -> list[tuple[str, str]]:
+    """(reason, line) of every point the outbox recorded as thinned or dropped before the local store
+    had it (its ``dropped`` table; the consumers that never got a point are in ``missed``)."""
+    if not path.exists():
+        return []
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE name = 'dropped'").fetchone():
+            return []
+        return [(r, ln) for r, missed, ln in con.execute("SELECT reason, missed, line FROM dropped ORDER BY id")
+                if "local" in missed.split(",")]
+    finally:
+        con.close()
+
+
+def dropped_identities(drops: list[tuple[str, str]], counters: Mapping[str, frozenset[str]]
+                       ) -> tuple[dict[str, list[tuple[int, str]]], set[tuple[str, int]], dict[tuple[str, str], dict[int, float]]]:
+    """From the outbox's record: meter -> (time, reason), the (vehicle, time) of positions, and the
+    counter values of the readings thinned away ((meter, field) -> {time: value}); ``counters``:
+    meter -> its counter fields."""
+    meters: dict[str, list[tuple[int, str]]] = {}
+    positions: set[tuple[str, int]] = set()
+    thinned: dict[tuple[str, str], dict[int, float]] = {}
+    for reason, line in drops:
+        try:
+            p = parse_line(line)
+        except LineProtocolError:
+            continue
+        if p.measurement == "meter" and "meter" in p.tags:
+            mid = p.tags["meter"]
+            meters.setdefault(mid, []).append((p.time_ns, reason))
+            if reason == "thinned":
+                for f in counters.get(mid, ()):
+                    v = p.fields.get(f)
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        thinned.setdefault((mid, f), {})[p.time_ns] = float(v)
+        elif p.measurement == "position" and "vehicle" in p.tags:
+            positions.add((p.tags["vehicle"], p.time_ns))
+    return meters, positions, thinned
+
+
+def counter_fields(layout: "Layout") -> dict[str, frozenset[str]]:
+    """Meter -> the cumulative counter fields of its profile (registers marked ``counter: true``)."""
+    by_profile = {}
+    for prof in {m.profile for m in layout.meters}:
+        doc, _ = read_profile(prof)
+        by_profile[prof] = frozenset(r["name"] for r in doc["registers"] if r.get("counter"))
+    return {m.meter_id: by_profile[m.profile] for m in layout.meters}
+
+
 def dead_letters(path: Path) -> list[tuple[str, bytes, str]]:
     """(topic, payload, reason) of every payload dead letter."""
     if not path.exists():
@@ -185,29 +237,38 @@ def rejected_positions(letters: list[tuple[str, bytes, str]]) -> list[tuple[str,
     return out
 
 
-async def _store_times(store: Store, layout: Layout, start_ns: int, end_ns: int) -> tuple[dict, dict]:
+async def _store_times(store: Store, layout: Layout, start_ns: int, end_ns: int,
+                       with_counters: bool = False) -> tuple[dict, dict, dict]:
     q = build_query(store)
     try:
         meters: dict[str, list[int]] = {}
+        counters: dict[tuple[str, str], dict[int, float]] = {}
         for prof in sorted({m.profile for m in layout.meters}):
-            _, regs = read_profile(prof)
+            doc, regs = read_profile(prof)
             names = sorted({r.name for r in regs})
+            counting = {r["name"] for r in doc["registers"] if r.get("counter")} if with_counters else set()
             seen: dict[str, set[int]] = {}
             for s in await q.raw("meter", names, start_ns, end_ns, Where(tags={"profile": prof})):
                 seen.setdefault(s.tags["meter"], set()).update(int(t) for t in s.times_ns)
+                if s.field in counting:
+                    counters[(s.tags["meter"], s.field)] = {int(t): float(v) for t, v in zip(s.times_ns, s.values,
+                                                                                             strict=True)}
             for mid, ts in seen.items():
                 meters[mid] = sorted(ts)
         positions: dict[str, list[int]] = {}
         if layout.vehicles:
             for s in await q.raw("position", ["lat"], start_ns, end_ns):
                 positions[s.tags["vehicle"]] = [int(t) for t in s.times_ns]
-        return meters, positions
+        return meters, positions, counters
     finally:
         await q.aclose()
 
 
-def store_times(store: Store, layout: Layout, start_ns: int, end_ns: int) -> tuple[dict, dict]:
-    return asyncio.run(_store_times(store, layout, start_ns, end_ns))
+def store_times(store: Store, layout: Layout, start_ns: int, end_ns: int, with_counters: bool = False
+                ) -> tuple[dict, dict, dict]:
+    """Meter -> stored times, vehicle -> stored times and, ``with_counters``, (meter, counter field)
+    -> {time: value}."""
+    return asyncio.run(_store_times(store, layout, start_ns, end_ns, with_counters))
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -253,6 +314,16 @@ class EdgeProc:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"edge-{self.index} not ready within {timeout_s} s")
+
+    def intake_settled(self) -> bool:
+        """The edge's MQTT intake is connected and not paused by a full outbox (positions the outbox
+        held back may still wait in the broker until it is)."""
+        import httpx
+        try:
+            gps = httpx.get(f"http://127.0.0.1:{self.api_port}/v1/health", timeout=2).json()["components"].get("gps")
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        return gps is None or (bool(gps.get("connected")) and not gps.get("paused"))
 
     def kill9(self) -> None:
         self.sample()
@@ -504,14 +575,16 @@ def finish(bench: Bench, t0: float, run_start_ns: int, duration: float) -> dict[
         p.stop()
     end_ns = time.time_ns()
     bench.event(time.monotonic() - t0, "sources stopped")
-    snap_meters, snap_pos = store_times(bench.store_cfg, bench.layout, run_start_ns - 3_600_000_000_000, end_ns + 60_000_000_000)
-    # drain: until the outbox is empty and nothing new arrives for a few seconds
+    snap_meters, snap_pos, _ = store_times(bench.store_cfg, bench.layout, run_start_ns - 3_600_000_000_000,
+                                           end_ns + 60_000_000_000)
+    # drain: until the outbox is empty, nothing new arrives for a few seconds and no edge's MQTT
+    # intake is paused by a full outbox (what it held back waits in the broker until it resumes)
     drain_t0 = time.monotonic()
     stable_since, last_committed = None, None
     drained = False
     while time.monotonic() - drain_t0 < scn.drain_timeout_s:
         row = bench.sample(time.monotonic() - t0)
-        if row["depth"] == 0 and row["committed"] == last_committed:
+        if row["depth"] == 0 and row["committed"] == last_committed and all(e.intake_settled() for e in bench.edges):
             stable_since = stable_since or time.monotonic()
             if time.monotonic() - stable_since >= 3.0:
                 drained = True
@@ -525,29 +598,34 @@ def finish(bench: Bench, t0: float, run_start_ns: int, duration: float) -> dict[
     for e in bench.edges:
         e.sample()
         e.proc.stop(60)
-    final_meters, final_pos = store_times(bench.store_cfg, bench.layout, run_start_ns - 3_600_000_000_000, end_ns + 60_000_000_000)
-    report = _report(bench, duration, drain_s, drained, snap_meters, snap_pos, final_meters, final_pos)
+    final_meters, final_pos, final_counters = store_times(bench.store_cfg, bench.layout,
+                                                          run_start_ns - 3_600_000_000_000, end_ns + 60_000_000_000,
+                                                          with_counters=True)
+    report = _report(bench, duration, drain_s, drained, snap_meters, snap_pos, final_meters, final_pos, final_counters)
     return report
 
 
 def _report(bench: Bench, duration: float, drain_s: float, drained: bool, snap_meters: dict, snap_pos: dict,
-            final_meters: dict, final_pos: dict) -> dict[str, Any]:
+            final_meters: dict, final_pos: dict, final_counters: dict | None = None) -> dict[str, Any]:
     scn = bench.scn
     interval = {m.meter_id: m.interval_s for m in bench.layout.meters}
     served = read_served(bench)
     polls = {mid: accounting.group_polls(ts, interval[mid]) for mid, ts in served.items()}
     kills = [k for e in bench.edges for k in e.kills]
-    # what a full outbox drops is the oldest undelivered points: those read during the outage, plus
-    # the last moments before it (committed but not yet delivered when the store went away)
-    outages = [(a - OUTAGE_LEAD_NS, b or time.time_ns()) for a, b in bench.outages]
+    # what a full outbox thinned or dropped, point by point (its own record), explains a loss of that identity
+    counters = counter_fields(bench.layout)
+    drop_m, drop_p, thinned = dropped_identities([d for e in bench.edges for d in outbox_drops(e.outbox_path)], counters)
     macc = accounting.reconcile_meters(polls, final_meters, snap_meters, kills, kill_window_ns=KILL_WINDOW_NS,
-                                       outages_ns=outages, interval_s=interval)
+                                       interval_s=interval, dropped=drop_m)
     letters = [d for e in bench.edges for d in dead_letters(e.outbox_path)]
     sent = read_sent_positions(bench)
-    pacc = accounting.reconcile_positions(sent, final_pos, snap_pos, rejected_positions(letters), outages_ns=outages)
+    pacc = accounting.reconcile_positions(sent, final_pos, snap_pos, rejected_positions(letters), dropped=drop_p)
     ob = [outbox_state(e.outbox_path) for e in bench.edges]
-    dropped = sum(o.get("dropped", 0) for o in ob)
-    rec = accounting.reconcile(macc, pacc, dropped)
+    dropped = sum(o.get("dropped", 0) + o.get("thinned", 0) for o in ob)
+    rec = accounting.reconcile(macc, pacc, dropped, len(drop_p))
+    # the energy of every meter, counter and local day from the stored readings against the same
+    # with the readings the outbox thinned away put back: thinning must not change a kilowatt-hour
+    energy = _energy_check(final_counters or {}, thinned, bench.layout)
     fleet = json.loads((bench.dir / "fleet.json").read_text()) if (bench.dir / "fleet.json").exists() else {}
     faults = []
     for i in range(len(bench.meter_procs)):
@@ -573,6 +651,11 @@ def _report(bench: Bench, duration: float, drain_s: float, drained: bool, snap_m
         "meter_faults": {k: sum(1 for f in faults if f["kind"] == k) for k in ("meter_timeouts", "counter_reset")},
         "dead_letters": {"payloads": len(letters), "malformed_or_undecodable": malformed_letters},
         "outbox": ob,
+        "outbox_full": {"held_back": sum(o.get("held_back", 0) for o in ob),
+                        "thinned": sum(o.get("thinned", 0) for o in ob),
+                        "dropped": sum(o.get("dropped", 0) for o in ob),
+                        "recorded": {"meter_readings": sum(len(v) for v in drop_m.values()), "positions": len(drop_p)}},
+        "energy": energy,
         "edge": {"cpu_cores": None if cpu_cores is None else round(cpu_cores, 3),
                  "rss_mb_max": round(max(rss), 1) if rss else None,
                  "rss_mb_last": round(rss[-1], 1) if rss else None,
@@ -580,3 +663,18 @@ def _report(bench: Bench, duration: float, drain_s: float, drained: bool, snap_m
         "throughput_points_per_s": round(stored_total / duration, 1),
         "samples": samples,
     }
+
+
+def _energy_check(stored: dict, thinned: dict, layout: Layout) -> dict[str, Any]:
+    """Energy per meter, counter field and local day with and without the thinned readings."""
+    times = [t for vals in list(stored.values()) + list(thinned.values()) for t in vals]
+    if not thinned or not times:
+        return {"meter_counters_thinned": 0, "days": 0, "changed": 0, "examples": []}
+    cal = LocalCalendar()
+    first_day = int(cal.local_day_index(min(times)))
+    days = int(cal.local_day_index(max(times))) - first_day + 1
+    changed = accounting.energy_changed(stored, thinned, int(cal.day_start_ns(first_day)), days)
+    return {"meter_counters_thinned": sum(1 for v in thinned.values() if v), "days": days,
+            "readings_thinned": sum(len(v) for v in thinned.values()), "changed": len(changed),
+            "examples": [{"meter": m, "field": f, "day": d, "kwh_all": a, "kwh_stored": b}
+                         for m, f, d, a, b in changed[:5]]}

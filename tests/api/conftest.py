@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.api.apienv import build_env
+from tests.support.influx import influx_server  # noqa: F401  (fixture: the upstream kill -9 test)
 
 
 @pytest.fixture

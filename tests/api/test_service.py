@@ -149,3 +149,67 @@ async def test_2027_health_degraded_then_holidays_added_to_the_site_file_recompu
         assert svc.reload_calendar() is False
         assert svc.indicators.workcal.covers(2027)
     await svc.stop(flush_timeout_s=2)
+async def test_the_ingest_holds_positions_back_thins_readings_and_takes_records_of_people(tmp_path):
+    """The policies by what a source sends: a full outbox refuses positions (the broker or the
+    terminal keeps them), thins meter readings, takes an audit record beyond its bound."""
+    from edge.app.service import ServiceIngest
+    from edge.errors import OutboxFull
+    from edge.live import LiveState
+    from edge.outbox import Outbox as Log
+    from edge.point import Point
+
+    def reading(s: int) -> Point:
+        return Point("meter", {"meter": "m1", "org": ORG}, {"active_energy_import_kwh": 10.0 + s}, (1_700_000_000 + s) * 10**9)
+
+    def position(s: int) -> Point:
+        return Point("position", {"vehicle": "v1", "org": ORG}, {"lat": 30.0, "lon": 120.0 + s / 1e4}, (1_700_000_000 + s) * 10**9)
+
+    log = Log(tmp_path / "o.sqlite", max_bytes=30 * len(reading(0).to_line()))
+    ing = ServiceIngest(log, LiveState())
+    try:
+        for s in range(30):
+            await ing.submit([reading(s)])
+        await ing.submit([reading(30)])  # full: thinned to make room, never refused
+        assert log.counters()["thinned"] > 0
+        with pytest.raises(OutboxFull):
+            for s in range(200):
+                await ing.submit([position(s)])
+        assert log.holding and log.dropped == log.counters()["thinned"]  # no position was dropped
+        with pytest.raises(OutboxFull):
+            await ing.submit([position(999)])
+        await ing.submit([Point("audit", {"key": "k1", "org": ORG, "action": "forbidden"}, {"status": 403}, 1)])
+        assert ing.counters["points_submitted"] >= 32  # the audit record was taken
+    finally:
+        log.close()
+
+
+def upstream_site(tmp_path, with_upstream: bool) -> Site:
+    from edge.config import Upstream
+    s = site(tmp_path, auth=False)
+    if not with_upstream:
+        return s
+    return s.model_copy(update={"api": Api(upstream=Upstream(url="http://127.0.0.1:9", database="province"))})
+
+
+async def test_the_upstream_is_a_consumer_of_the_outbox_and_its_earlier_outbox_is_imported(tmp_path, caplog):
+    """Configured, the upstream is a consumer (durable: a restart keeps its cursor) and the second
+    outbox of earlier versions is taken over at the first start; removed from the site file, its
+    consumer goes (retention no longer waits for it) and the log says so."""
+    import logging
+    import shutil
+    from pathlib import Path
+    shutil.copy(Path(__file__).resolve().parents[1] / "delivery" / "data" / "upstream_outbox.sqlite",
+                tmp_path / "upstream_outbox.sqlite")
+    svc = EdgeService(upstream_site(tmp_path, True), data_dir=tmp_path, with_api=False)
+    assert {c.name: c.lag_points for c in svc.outbox.consumers()} == {"local": 0, "upstream": 3}
+    assert (tmp_path / "upstream_outbox.sqlite.imported").exists() and not (tmp_path / "upstream_outbox.sqlite").exists()
+    assert svc.health()["components"]["outbox"]["consumers"] == {"local": 0, "upstream": 3}
+    await svc.stop(flush_timeout_s=0.5)
+    svc = EdgeService(upstream_site(tmp_path, True), data_dir=tmp_path, with_api=False)
+    assert svc.outbox.lag("upstream") == 3  # nothing imported twice, nothing lost
+    await svc.stop(flush_timeout_s=0.5)
+    with caplog.at_level(logging.WARNING, logger="edge.outbox"):
+        svc = EdgeService(upstream_site(tmp_path, False), data_dir=tmp_path, with_api=False)
+    assert [c.name for c in svc.outbox.consumers()] == ["local"] and svc.outbox.depth() == 0
+    assert any("consumer removed" in r.getMessage() and "consumer=upstream" in r.getMessage() for r in caplog.records)
+    await svc.stop(flush_timeout_s=0.5)

@@ -15,13 +15,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.errors import LineProtocolError
+from edge.errors import LineProtocolError, OutboxFull
 from edge.metrics import Metrics
-from edge.outbox import LineEncoder, Outbox
+from edge.outbox import LineEncoder, OnFull, Outbox
 from edge.point import Point, UInt, parse_line, to_line
 from tests.delivery.conftest import meter_point
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def position(seq: int, measurement: str = "position") -> Point:
+    return Point(measurement, {"vehicle": "浙A·12345", "org": "330000/330100"}, {"lat": 30.25, "lon": 120.15 + seq * 1e-4},
+                 1_700_000_000_000_000_000 + seq * 1_000_000_000)
 
 
 async def test_points_come_back_in_commit_order_and_ack_deletes(outbox: Outbox):
@@ -80,22 +85,58 @@ async def test_many_concurrent_puts_share_few_commits(outbox: Outbox, metrics: M
     assert outbox.status().rows < 100
 
 
-async def test_outbox_full_drops_oldest_counts_and_keeps_newest(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+async def test_a_full_outbox_refuses_a_source_that_can_hold_commits_nothing_and_logs_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
     m = Metrics()
-    newest_50 = sum(len(to_line(meter_point(1, s))) for s in range(150, 200))
-    ob = Outbox(tmp_path / "o.sqlite", max_bytes=newest_50, metrics=m)
+    fifty = sum(len(to_line(position(s)).encode()) for s in range(50))
+    ob = Outbox(tmp_path / "o.sqlite", max_bytes=fifty, metrics=m)
     try:
         with caplog.at_level(logging.WARNING, logger="edge.outbox"):
-            for s in range(200):
-                await ob.put([meter_point(1, s)])
-        kept = [parse_line(ln) for ln in ob.batch(1000).lines]
-        assert len(kept) == 50 == ob.depth()
-        assert kept == [meter_point(1, s) for s in range(150, 200)]  # the newest, in order
-        assert ob.dropped == 150
-        assert m.value("edge_points_dropped_total") == 150
-        assert ob.status().bytes <= ob.max_bytes
+            for s in range(50):
+                await ob.put([position(s)])
+            for s in range(50, 53):
+                with pytest.raises(OutboxFull):
+                    await ob.put([position(s)])
+        assert ob.depth() == 50 and ob.holding
+        assert [parse_line(ln) for ln in ob.batch(1000).lines] == [position(s) for s in range(50)]  # nothing dropped
+        assert ob.dropped == 0 and ob.counters()["held_back"] == 3
+        assert m.value("edge_points_held_back_total") == 3 and m.value("edge_points_dropped_total") == 0
         msgs = [r.getMessage() for r in caplog.records if "outbox full" in r.getMessage()]
-        assert len(msgs) == 1 and "dropped=1" in msgs[0]  # logged once, on the transition
+        assert len(msgs) == 1 and "holding back" in msgs[0]  # logged once, on the transition
+    finally:
+        ob.close()
+
+
+async def test_holding_lasts_until_consumers_make_room_and_admit_goes_beyond_the_bound(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    fifty = sum(len(to_line(position(s)).encode()) for s in range(50))
+    ob = Outbox(tmp_path / "o.sqlite", max_bytes=fifty, resume_fraction=0.5)
+    try:
+        for s in range(50):
+            await ob.put([position(s)])
+        with pytest.raises(OutboxFull):
+            await ob.put([position(50)])
+        b = ob.batch(5)
+        ob.ack(b.last_id)  # 5 of 50 delivered: room for one, but not below half the bound
+        with pytest.raises(OutboxFull):
+            await ob.put([position(50)])
+        assert await ob.put([position(50, "alert")], on_full=OnFull.admit) == 1  # derived, told once: taken
+        with caplog.at_level(logging.WARNING, logger="edge.outbox"):
+            b = ob.batch(30, after_id=b.last_id)
+            ob.ack(b.last_id)  # below half: sources that can hold are taken again
+        assert not ob.holding and await ob.put([position(50)]) == 1
+        assert any("has room again" in r.getMessage() and "held_back_points=2" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        ob.close()
+
+
+async def test_an_empty_outbox_takes_a_put_larger_than_its_bound(tmp_path: Path):
+    ob = Outbox(tmp_path / "o.sqlite", max_bytes=10)
+    try:
+        assert await ob.put([position(s) for s in range(3)]) == 3  # refusing it would wait for ever
+        with pytest.raises(OutboxFull):
+            await ob.put([position(4)])
     finally:
         ob.close()
 
@@ -143,7 +184,7 @@ def test_put_sync_from_a_thread(outbox: Outbox):
 
 
 def test_a_string_field_with_the_row_separator_round_trips(outbox: Outbox):
-    p = Point("note", {"k": "v"}, {"text": "a\x1eb\nc\"d"}, 5)
+    p = Point("meter", {"k": "v"}, {"text": "a\x1eb\nc\"d"}, 5)
     outbox.put_sync([meter_point(1, 0), p, meter_point(1, 1)])
     assert [parse_line(ln) for ln in outbox.batch(10).lines] == [meter_point(1, 0), p, meter_point(1, 1)]
 

@@ -9,6 +9,7 @@ from analytics.periods import LocalCalendar
 from analytics.scheduler import IndicatorJob
 from edge.clock import FakeClock
 from edge.config import Building, Meter, Org, Site, Transport
+from edge.errors import OutboxFull
 from edge.point import Point
 from edge.query import StoreQuery, Where
 from edge.store import EmbeddedStore
@@ -104,3 +105,30 @@ async def test_a_new_day_closes_after_the_settle_time(setup):
     assert job.last_closed == dt.date(2025, 10, 10)
     months = await _day_rows(store, "month")
     assert months[dt.date(2025, 10, 1)] == pytest.approx(180.0)
+
+
+class RefusingIngest(StoreIngest):
+    """The outbox full: ``submit`` refuses (``OutboxFull``) until told otherwise."""
+
+    def __init__(self, store: EmbeddedStore) -> None:
+        super().__init__(store)
+        self.full = True
+
+    async def submit(self, points):
+        if self.full:
+            raise OutboxFull("outbox full")
+        await super().submit(points)
+
+
+async def test_a_pass_the_full_outbox_refused_is_done_again_closed_day_included(setup):
+    job, store, clock = setup
+    job.ingest = RefusingIngest(store)
+    with pytest.raises(OutboxFull):
+        await job.compute_once()
+    assert job.last_closed is None  # the closed day was not stored: it is still to close
+    job.ingest.full = False
+    clock.advance(60)
+    await job.compute_once()
+    days = await _day_rows(store, "day")
+    assert days[dt.date(2025, 10, 9)] == pytest.approx(100.0)
+    assert (await _day_rows(store, "month"))[dt.date(2025, 10, 1)] == pytest.approx(100.0)

@@ -22,3 +22,10 @@ def test_short_compound_with_chaos_loses_nothing_unexplained(short_compound, tmp
     assert max(s["depth"] for s in report["samples"]) > 0  # points buffered in the outbox through the outage
     assert report["dead_letters"]["payloads"] > 0  # the malformed payloads were dead-lettered, not stored
     assert report["edge"]["kills"] == 1
+    # the outage overflowed the 16 kB quota: positions were held back (not acknowledged, delivered
+    # later), none dropped; meter readings thinned or dropped, each one recorded, so every one lost is
+    # explained by its identity (above: zero unexplained), and no meter's energy changed by thinning
+    full = report["outbox_full"]
+    assert full["held_back"] > 0 and full["recorded"]["positions"] == 0 and acc["positions_dropped"] == 0, summary
+    assert full["thinned"] + full["dropped"] == full["recorded"]["meter_readings"] > 0, summary
+    assert report["energy"]["changed"] == 0, summary
