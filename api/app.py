@@ -12,32 +12,32 @@ import asyncio
 import hashlib
 import re
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.context import ApiContext
-from api.keys import KeyError_, KeyStore, LastAdminKey, Principal, Role, keys_path_for
-from api.reads import (NS, BadCursor, Row, decode_cursor, decode_id_cursor, encode_cursor, encode_id_cursor, field_names, iso,
-                       page_ids, page_raw, rows_from_series, to_ns)
+from api.keys import KeyError_, KeyStore, LastAdminKey, Principal, Role
+from api.params import Crs, Cursor, From, Limit, OrgQ, To
+from api.problems import ONE, READ, responses
+from api.reads import (NS, BadCursor, Row, decode_cursor, decode_int_cursor, encode_cursor, encode_int_cursor, iso,
+                       page_raw, rows_from_series, field_names)
 from api.routing import StrictQueryRoute
 from api.schemas import (Alert, AuditOut, Baseline, BuildingOut, DeadLetterOut, Fix, Health, Indicator, KeyCreate, KeyCreated,
-                         KeyOut, MeterHealth, MeterLatest, MeterOut, OrgNode, OrgOut, OrgTree, Page, Problem, Reading,
-                         Readings, Record, Replayed, Track, VehicleLatest, VehicleOut)
+                         KeyOut, MeterHealth, MeterLatest, MeterOut, OrgNode, OrgOut, OrgTree, Page, Readings, Reading,
+                         Record, Replayed, Track, VehicleLatest, VehicleOut)
 from api.security import Guard, install_access_log_redaction
-from api.stream import TOPICS, Event, EventHub, sse
+from api.state import NO_ORG, ApiState, Scraper, Who, bad_cursor
+from api.stream import TOPICS, Event, sse
 from collector.gps.crs import wgs84_to_gcj02
 from edge import __version__
 from edge.config import check_org_path, org_within
-from edge.errors import StoreError
 from edge.point import Point
 from edge.query import Where
 
@@ -49,19 +49,7 @@ MAX_WINDOWS = 10_000
 OFFLINE_S = 600.0  # a vehicle without a fix for this long is shown offline
 MOVING_KMH = 3.0
 
-Crs = Literal["wgs84", "gcj02"]
 
-
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {400: "bad cursor or parameters, or an unknown query parameter", 401: "no or invalid API key",
-            403: "outside your org or role", 404: "not found (or not within your org)",
-            409: "refused: it would leave the site without an admin key", 422: "invalid parameters",
-            429: "rate limit, or too many failed key attempts; see Retry-After", 503: "the store is unavailable"}
-    return {c: {"model": Problem, "description": text[c], "content": {problems.PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-            for c in codes}
-
-
-READ = _responses(400, 401, 403, 404, 422, 429, 503)
 # one event of the live stream (OpenAPI 3.1 has the schema of an event stream describe each event)
 SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
     "event": {"type": "string", "enum": ["meter", "position", "alert", "reset"]},
@@ -69,7 +57,6 @@ SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
              "description": "JSON: as /v1/meters/{id}/latest, /v1/vehicles/{id}/latest or an item of /v1/alerts"},
     "id": {"type": "string", "pattern": "^[0-9]+$", "description": "resume after it with Last-Event-ID"},
     "retry": {"type": "integer", "description": "reconnection delay, ms"}}}
-ONE = _responses(400, 401, 403, 404, 422, 429, 503)
 
 
 def _wgs_to_gcj(lat: float, lon: float) -> tuple[float, float]:
@@ -77,18 +64,8 @@ def _wgs_to_gcj(lat: float, lon: float) -> tuple[float, float]:
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
-    site = ctx.site
-    tz = ZoneInfo(site.site.timezone)
-    service = ctx.extras.get("service")
-    ingest = ctx.extras.get("ingest") or (getattr(service, "ingest", None) if service is not None else None)
-    auth = site.api.auth if ctx.auth is None else ctx.auth
-    keys = ctx.keys
-    if keys is None and auth:
-        data_dir = Path(service.outbox.path).parent if service is not None else None
-        keys = KeyStore(keys_path_for(site, data_dir))
-    guard = Guard(site, keys, auth=auth, ingest=ingest, rate_per_s=ctx.rate_per_s, burst=ctx.rate_burst,
-                  audit_max_rows=site.api.audit_max_rows, failures_burst=site.api.auth_failures_burst,
-                  failure_refill_s=site.api.auth_failure_refill_s)
+    api = ApiState(ctx)
+    site, tz, service, ingest, auth, keys, guard = api.site, api.tz, api.service, api.ingest, api.auth, api.keys, api.guard
     install_access_log_redaction()
 
     app = FastAPI(
@@ -103,86 +80,17 @@ def create_app(ctx: ApiContext) -> FastAPI:
     problems.install_fallback(app)
     if auth:
         document_security(app)
+    app.state.api = api
     app.state.ctx = ctx
     app.state.guard = guard
-
-    orgs = {o.path: o for o in site.orgs}
-    buildings = {b.id: b for b in site.buildings}
-    meters = {m.id: m for m in site.meters}
-    meter_org = {m.id: site.meter_org(m) for m in site.meters}
-    vehicles = {v.id: v for v in site.vehicles}
-
-    def org_of_point(p: Point) -> str | None:
-        if p.measurement == "meter" and p.tags.get("meter") in meter_org:
-            return meter_org[p.tags["meter"]]
-        if p.measurement == "position" and p.tags.get("vehicle") in vehicles:
-            return vehicles[p.tags["vehicle"]].org
-        return p.tags.get("org")
-
-    hub = EventHub(ctx.live, org_of_point, ring_size=ctx.live_ring_size)
+    orgs, meters, meter_org, vehicles = api.orgs, api.meters, api.meter_org, api.vehicles
+    org_of_point = api.org_of_point
+    hub = api.hub
     app.state.hub = hub
 
-    Who = Annotated[Principal, Depends(guard.principal)]
-    Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-    Cursor = Annotated[str | None, Query(max_length=200, description="from the previous page's next_cursor")]
-    From = Annotated[datetime | None, Query(alias="from", description="ISO 8601; naive times are site-local")]
-    To = Annotated[datetime | None, Query(alias="to", description="ISO 8601, exclusive; default now")]
-    OrgQ = Annotated[str | None, Query(max_length=300, description="only this org and below (within your own)")]
-
-    def require_query() -> Any:
-        if ctx.query is None:
-            raise HTTPException(503, "no store is attached to this API")
-        return ctx.query
-
-    def span(start: datetime | None, end: datetime | None, default_s: float) -> tuple[int, int]:
-        now = time.time_ns()
-        e = to_ns(end, now, tz)
-        s = to_ns(start, e - int(default_s * NS), tz)
-        if s >= e:
-            raise HTTPException(400, "`from` must be before `to`")
-        return s, e
-
-    def bad_cursor(e: BadCursor) -> HTTPException:
-        return HTTPException(400, str(e))
-
-    def paged(items, key, limit: int, cursor: str | None):
-        """Sort config objects by ``key`` and cut one page; a cursor that is not one of these keys is a 400."""
-        try:
-            return page_ids(sorted(items, key=key), key, limit, cursor)
-        except BadCursor as e:
-            raise bad_cursor(e) from None
-
-    async def run(coro):
-        try:
-            return await coro
-        except BadCursor as e:
-            raise bad_cursor(e) from None
-        except StoreError as e:
-            raise HTTPException(503, f"store: {e}") from None
-
-    def meter_or_404(request: Request, p: Principal, meter_id: str):
-        m = meters.get(meter_id)
-        if m is None:
-            raise HTTPException(404, f"no meter {meter_id!r}")
-        if not p.sees(meter_org[meter_id]):
-            raise guard.hidden(request, p, f"meter {meter_id!r}")
-        return m
-
-    def vehicle_or_404(request: Request, p: Principal, vehicle_id: str):
-        v = vehicles.get(vehicle_id)
-        if v is None:
-            raise HTTPException(404, f"no vehicle {vehicle_id!r}")
-        if not p.sees(v.org):
-            raise guard.hidden(request, p, f"vehicle {vehicle_id!r}")
-        return v
-
-    def building_or_404(request: Request, p: Principal, building_id: str):
-        b = buildings.get(building_id)
-        if b is None:
-            raise HTTPException(404, f"no building {building_id!r}")
-        if not p.sees(b.org):
-            raise guard.hidden(request, p, f"building {building_id!r}")
-        return b
+    require_query, span, paged, run = api.require_query, api.span, api.paged, api.run
+    meter_or_404, vehicle_or_404, building_or_404 = api.meter_or_404, api.vehicle_or_404, api.building_or_404
+    latest_point, records = api.latest_point, api.records
 
     # -- site and orgs --------------------------------------------------------------------------
     @app.get("/v1/site", tags=["site"], responses=READ)
@@ -260,15 +168,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
                            and (building is None or m.building == building)
                            and (carrier is None or m.carrier.value == carrier)), lambda m: m.id, limit, cursor)
         return Page[MeterOut](items=[meter_out(m) for m in page], next_cursor=nxt)
-
-    async def latest_point(measurement: str, tag: str, ident: str) -> Point | None:
-        pt = ctx.live.latest(measurement, ident)
-        if pt is None and ctx.query is not None:
-            rows = await run(ctx.query.latest(measurement, None, Where(tags={tag: ident})))
-            if rows:
-                t = max(r.time_ns for r in rows)
-                pt = Point(measurement, dict(rows[0].tags), {r.field: r.value for r in rows if r.time_ns == t}, t)
-        return pt
 
     def meter_latest_out(m, pt: Point) -> MeterLatest:
         return MeterLatest(meter=m.id, org=meter_org[m.id], building=m.building, carrier=m.carrier.value,
@@ -461,14 +360,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
                              heading_deg=r.values.get("heading_deg"), acc=acc if isinstance(acc, bool) else None))
         return Track(vehicle=vehicle_id, crs=crs, items=items, next_cursor=nxt)
 
-    async def records(measurement: str, tags: dict[str, Any], scope: str | None, s: int, e: int, limit: int,
-                      cursor: str | None, hint_s: float) -> tuple[list[Row], str | None]:
-        if ctx.query is None:
-            return [], None
-        where = Where(tags=tags, org=scope)
-        names = await run(field_names(ctx.query, measurement, where))
-        return await run(page_raw(ctx.query, measurement, names, where, s, e, limit, cursor, hint_s))
-
     def record_out(r: Row) -> Record:
         return Record(time=iso(r.time_ns, tz), tags=dict(r.tags), values=r.values)
 
@@ -648,12 +539,12 @@ def create_app(ctx: ApiContext) -> FastAPI:
         before = None
         if cursor:
             try:
-                before = int(decode_id_cursor_int(cursor))
+                before = int(decode_int_cursor(cursor))
             except BadCursor as e:
                 raise bad_cursor(e) from None
         rows = await asyncio.to_thread(outbox.dead_letters, limit + 1, kind, before)
         page = rows[:limit]
-        nxt = _int_cursor(page[-1].id) if len(rows) > limit else None
+        nxt = encode_int_cursor(page[-1].id) if len(rows) > limit else None
         return Page[DeadLetterOut](next_cursor=nxt, items=[DeadLetterOut(
             id=d.id, at=iso(d.at_ns, tz), source=d.source, topic=d.topic, kind=d.kind, reason=d.reason,
             payload=d.payload.decode("utf-8", "replace")) for d in page])
@@ -704,7 +595,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         guard.record(request, p, 201, "key_create", f"id={k.id} org={k.org} role={k.role.value}")
         return KeyCreated(**key_out(k).model_dump(), token=token)
 
-    @app.delete("/v1/keys/{key_id}", response_model=KeyOut, tags=["admin"], responses={**ONE, **_responses(409)})
+    @app.delete("/v1/keys/{key_id}", response_model=KeyOut, tags=["admin"], responses={**ONE, **responses(409)})
     async def revoke_key(key_id: str, p: Who, request: Request) -> KeyOut:
         """Revoke a key within the admin's org (audited). The last active admin key of a top-level org is
         refused (409): create another first."""
@@ -734,13 +625,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
         before = None
         if cursor:
             try:
-                before = int(decode_id_cursor_int(cursor))
+                before = int(decode_int_cursor(cursor))
             except BadCursor as e:
                 raise bad_cursor(e) from None
         await guard.audit.drain()
         rows = await asyncio.to_thread(keys.audit_entries, limit + 1, before, p.org)
         page = rows[:limit]
-        return Page[AuditOut](next_cursor=_int_cursor(page[-1].id) if len(rows) > limit else None, items=[
+        return Page[AuditOut](next_cursor=encode_int_cursor(page[-1].id) if len(rows) > limit else None, items=[
             AuditOut(id=a.id, at=iso(a.at_ns, tz), key_id=a.key_id, org=a.org, role=a.role, method=a.method,
                      path=a.path, status=a.status, action=a.action, detail=a.detail, client=a.client,
                      count=a.count) for a in page])
@@ -878,11 +769,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
             response.status_code = 503
         return {"ready": ready}
 
-    Scraper = Annotated[Principal, Depends(guard.scraper)]
-
     @app.get("/metrics", tags=["operations"], response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"},
-                        **_responses(401, 403, 429)})
+                        **responses(401, 403, 429)})
     async def metrics(p: Scraper) -> Response:
         """Prometheus text. With auth on: a key of role `metrics` (or `admin`) whose org covers the whole site."""
         body = ctx.metrics_text() if ctx.metrics_text else b""
@@ -906,8 +795,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
 
 # --- small pure helpers ---------------------------------------------------------------------------
-
-NO_ORG = "no such org"  # one answer for an org that does not exist and one the caller may not see
 
 
 def every_s(every: str) -> int:
@@ -973,14 +860,3 @@ def _window_count(every: str, s: int, e: int) -> int:
         return (e - s) // (28 * 86400 * NS) + 2
     n, unit = int(every[:-1]), every[-1]
     return (e - s) // (n * _UNIT_S[unit] * NS) + 1
-
-
-def _int_cursor(i: int) -> str:
-    return encode_id_cursor(str(i))
-
-
-def decode_id_cursor_int(cursor: str) -> int:
-    raw = decode_id_cursor(cursor)
-    if not raw.isdigit() or len(raw) > 18:
-        raise BadCursor("cursor is not one this API gave out")
-    return int(raw)
