@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from analytics.energy.items import describe
+from api.routing import StrictQueryRoute
 from api.keys import Principal
 from api.reads import NS, field_names, iso, rows_from_series, to_ns
 from api.security import Guard
@@ -56,7 +57,7 @@ class ItemBreakdown(BaseModel):
 
 def items_router(site: Site, guard: Guard, query: Callable[[], Any], tz: ZoneInfo) -> APIRouter:
     """The router; ``query()`` gives the query layer (``edge.query.Query``) or None."""
-    router = APIRouter(tags=["indicators"])
+    router = APIRouter(tags=["indicators"], route_class=StrictQueryRoute)
     buildings = {b.id: b for b in site.buildings}
     orgs = {o.path for o in site.orgs}
     Who = Annotated[Principal, Depends(guard.principal)]

@@ -84,6 +84,18 @@ def decode_id_cursor(cursor: str) -> str:
         raise BadCursor("cursor is not one this API gave out") from None
 
 
+def encode_int_cursor(i: int) -> str:
+    """The cursor of a page of rows with integer ids, newest first (audit, dead letters): the last id shown."""
+    return encode_id_cursor(str(i))
+
+
+def decode_int_cursor(cursor: str) -> int:
+    raw = decode_id_cursor(cursor)
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadCursor("cursor is not one this API gave out")
+    return int(raw)
+
+
 def page_ids(items: Sequence[Any], key, limit: int, cursor: str | None) -> tuple[list[Any], str | None]:
     """Page a list sorted by ``key`` (a str per item): items after the cursor's key."""
     after = decode_id_cursor(cursor) if cursor else None

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from api.routing import StrictQueryRoute
 from api.context import ApiContext
 from api.keys import Principal
 from api.reads import BadCursor, iso, page_ids
@@ -62,7 +63,7 @@ def _terminals(ctx: ApiContext) -> list[Any]:
 
 def router(ctx: ApiContext, guard: Guard) -> APIRouter:
     tz = ZoneInfo(ctx.site.site.timezone)
-    r = APIRouter(tags=["terminals"])
+    r = APIRouter(tags=["terminals"], route_class=StrictQueryRoute)
     Who = Annotated[Principal, Depends(guard.principal)]
     responses = {c: {"description": d} for c, d in ((400, "bad cursor"), (401, "no or invalid API key"),
                                                       (403, "outside your org"), (404, "not found (or not within your org)"))}

@@ -178,6 +178,7 @@ class ThreadedServer:
     def __init__(self, app) -> None:
         import threading
         import uvicorn
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
@@ -189,6 +190,9 @@ class ThreadedServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(self.server.serve())
+        hub = getattr(self.app.state, "hub", None)  # the API's live stream, started by the dashboard
+        if hub is not None:
+            self.loop.run_until_complete(hub.close())
         self.loop.close()
 
     def __enter__(self) -> "ThreadedServer":

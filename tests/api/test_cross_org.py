@@ -139,6 +139,7 @@ async def test_no_read_across_orgs(auth_env, scope, role):
             assert r.status_code == 200, (url, r.text)
             if leaks(r.text, scope):
                 bad.append((url, 200, leaks(r.text, scope)))
+    await app.state.hub.close()  # the live stream within the scope started it
     assert bad == [], '\n'.join(map(str, bad))
 
 

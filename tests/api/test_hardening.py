@@ -81,6 +81,7 @@ async def test_unknown_query_parameter_is_a_400_naming_it(auth_env):
     async with client(app) as c:
         r = await c.get("/v1/live", params={"key": token, "max_s": 0.05, "snapshot": "false"})
         assert r.status_code == 200
+    await app.state.hub.close()
 
 
 # -- tokens in plaintext -----------------------------------------------------------------------------
