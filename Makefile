@@ -22,13 +22,14 @@ $(STAMP): pyproject.toml $(LOCK)
 
 venv: $(STAMP)
 
-# Re-resolve requirements.lock from pyproject.toml's ranges: `make lock` upgrades everything,
-# `make lock PACKAGE=numpy` only that package. Then `make test`, and commit both files.
+# Re-resolve requirements.lock from pyproject.toml: `make lock` after editing pyproject.toml (pins kept
+# where they still fit), `make lock PACKAGE=numpy` upgrades that package, `make lock UPGRADE=1` every
+# package. Then `make test`, and commit both files.
 lock:
 	@[ -x .venv-lock/bin/uv ] || { $(PY) -m venv .venv-lock && .venv-lock/bin/python -m pip install -q uv==$(UV_VERSION); }
 	printf 'setuptools>=68\nwheel\n' | .venv-lock/bin/uv pip compile pyproject.toml - --extra test --universal \
 	  --python-version 3.11 --generate-hashes -o $(LOCK) \
-	  $(if $(PACKAGE),--upgrade-package $(PACKAGE),--upgrade)
+	  $(if $(PACKAGE),--upgrade-package $(PACKAGE)) $(if $(UPGRADE),--upgrade)
 
 # Mosquitto, InfluxDB 1.x, mbpoll, HAProxy (the JT/T 808 scale-out test), Chromium, a CJK font (dashboard
 # screenshots) and faketime (the demo run at a later date: tests/e2e/test_demo.py) from Debian, only when missing.
