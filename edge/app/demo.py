@@ -128,7 +128,7 @@ class InstitutionSim:
                 tr = Transport(kind=TransportKind.tcp, host="127.0.0.1", port=self.servers[m.id].port)
                 unit = 1
             out.append(Meter(id=m.id, profile=m.profile, building=self.building, carrier=m.carrier, parent=m.parent,
-                             item=m.item, transport=tr, unit_id=unit, interval_s=self.interval_s, timeout_ms=300))
+                             item=m.item, transport=tr, unit_id=unit, interval_s=self.interval_s, timeout_ms=1000))  # a loaded 2-core box stretches a 9600-baud reply
         return tuple(out)
 
 
