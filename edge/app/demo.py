@@ -1,15 +1,16 @@
-"""``edge demo``: the whole system in one process on embedded defaults.
+"""``edge demo``: the whole system in one process on embedded defaults, on a district's data.
 
 The edge service with its in-process MQTT broker (amqtt: the demo site says ``mqtt.broker:
-embedded``, as a small site does, so ``edge demo`` and ``edge run`` start the broker the same way),
-one office building metered as real ones are (a main incomer on Modbus TCP; lighting, HVAC and
-power sub-meters behind it on an RS-485 line reached through a serial gateway, simulated at its
-real 9600 baud; a water and a gas meter), five simulated vehicles publishing JSON over MQTT, the
-Modbus poller, GPS subscriber, outbox, embedded store, API and the indicator job. With
-``duration_s`` it runs that long, flushes, computes the indicators once more and returns a summary.
+embedded``, as a small site does, so ``edge demo`` and ``edge run`` start the broker the same way)
+and the demo district of ``edge.app.district``: four institutions on two levels of the org tree,
+five office buildings metered as real ones are (each a main incomer on Modbus TCP; lighting, HVAC
+and power sub-meters behind it on the building's own RS-485 line reached through a serial gateway,
+simulated at its real 9600 baud; a water and a gas meter: 30 meters), twenty simulated vehicles
+publishing JSON over MQTT, the Modbus poller, GPS subscriber, outbox, embedded store, API and the
+indicator job. With ``duration_s`` it runs that long, flushes, computes the indicators once more
+and returns a summary.
 
-``InstitutionSim`` builds and serves one institution's meter tree; a bigger demo (several
-institutions) makes one per institution.
+``InstitutionSim`` builds and serves one building's meter tree; the district makes one per building.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from edge.app import district
 from edge.app.service import EdgeService
+from edge.app.site import compile_site
 from edge.config import (
     Analytics,
     Api,
@@ -48,9 +51,9 @@ from simulators.vehicles import VehicleFleet
 
 log = logging.getLogger(__name__)
 
-DEMO_ORG = "330000/330100/330106/inst-042"
+DEMO_ORG = district.INST_CENTRE
 HANGZHOU = (30.2741, 120.1551)
-PLATES = ("浙A·D0001", "浙A·D0002", "浙A·D0003", "浙A·D0004", "浙A·D0005")
+METER_INTERVAL_S = 5.0   # 30 meters: five RS-485 lines of three, each well inside its bus budget
 
 
 @dataclass(frozen=True)
@@ -78,23 +81,28 @@ def institution_meters(prefix: str) -> tuple[DemoMeter, ...]:
     )
 
 
+UNMETERED_KW = 2.0  # what the incomer feeds that no sub-meter measures (at scale 1)
+
+
 class InstitutionSim:
-    """The simulators of one institution's meter tree, and the site's ``Meter`` entries for them.
+    """The simulators of one building's meter tree, and the site's ``Meter`` entries for them.
 
     The incomer's load is the sum of its sub-meters' plus unmetered loads and 2 % losses, so its
     children add up below it, as in a real building; the sub-meters share one simulated serial
-    gateway at ``baud`` (each frame held for its wire time)."""
+    gateway at ``baud`` (each frame held for its wire time). ``scale`` sizes every circuit (the
+    peaks of ``institution_meters`` are a small building's)."""
 
     def __init__(self, prefix: str, building: str, org: str, seed: int = 0, interval_s: float = 2.0,
-                 baud: int = 9600) -> None:
+                 baud: int = 9600, scale: float = 1.0) -> None:
         self.prefix, self.building, self.org, self.seed = prefix, building, org, seed
-        self.interval_s, self.baud = interval_s, baud
+        self.interval_s, self.baud, self.scale = interval_s, baud, scale
         self.spec = institution_meters(prefix)
-        self.loads = {m.id: OfficeLoad(peak_kw=m.peak_kw, seed=seed * 100 + i)
+        self.loads = {m.id: OfficeLoad(peak_kw=m.peak_kw * scale, seed=seed * 100 + i)
                       for i, m in enumerate(self.spec) if m.gateway_unit is not None}
         main = self.spec[0]
         self.main_load = SumLoad([self.loads[m.id] for m in self.spec if m.parent == main.id],
-                                 unmetered=OfficeLoad(peak_kw=2.0, seed=seed * 100 + 99), loss_share=0.02)
+                                 unmetered=OfficeLoad(peak_kw=UNMETERED_KW * scale, seed=seed * 100 + 99),
+                                 loss_share=0.02)
         self.servers: dict[str, MeterServer] = {}
         self.gateway: MeterServer | None = None
 
@@ -132,23 +140,38 @@ class InstitutionSim:
         return tuple(out)
 
 
-def demo_site(meters: tuple[Meter, ...], broker_port: int, api_port: int, data_dir: Path) -> Site:
-    """The demo's site: ``broker_port`` is the embedded broker's (0: any free port), as on any site
-    that says ``mqtt.broker: embedded``."""
+def demo_site(meters: tuple[Meter, ...], broker_port: int, api_port: int, data_dir: Path,
+              weather_csv: str | None = None) -> Site:
+    """The demo district's site (``edge.app.district``): ``broker_port`` is the embedded broker's (0:
+    any free port), as on any site that says ``mqtt.broker: embedded``; ``weather_csv`` the hourly
+    temperature the baselines use (the backfill writes it)."""
     return Site(
         site=SiteInfo(name="demo-xihu"),
-        orgs=(Org(path="330000", name="浙江省"), Org(path="330000/330100", name="杭州市"),
-              Org(path="330000/330100/330106", name="西湖区"), Org(path=DEMO_ORG, name="西湖区机关事务管理中心")),
-        buildings=(Building(id="hq", org=DEMO_ORG, name="办公主楼", floor_area_m2=12000, occupants=420),),
+        orgs=tuple(Org(path=p, name=n, level=lv) for p, n, lv in district.ORGS),
+        buildings=tuple(Building(id=b.id, org=b.org, name=b.name, floor_area_m2=b.floor_area_m2,
+                                 occupants=b.occupants, quota_class="A") for b in district.BUILDINGS),
         meters=meters,
-        geofences=(Geofence(name="hq-yard", org=DEMO_ORG, circle=Circle(lat=HANGZHOU[0], lon=HANGZHOU[1], radius_m=300)),),
-        vehicles=tuple(Vehicle(id=f"veh-{i + 1:04d}", plate=PLATES[i], org=DEMO_ORG, home="hq-yard") for i in range(5)),
+        geofences=tuple(Geofence(name=y.name, org=y.org, circle=Circle(lat=y.lat, lon=y.lon, radius_m=y.radius_m))
+                        for y in district.YARDS),
+        vehicles=tuple(Vehicle(id=v.id, plate=v.plate, org=v.org, home=v.yard) for v in district.vehicles()),
         mqtt=Mqtt(broker="embedded", embedded_port=broker_port, client_id="edge-demo"),
         store=Store(kind=StoreKind.embedded, path=str(data_dir / "store.sqlite"), flush_interval_ms=500),
         outbox=Outbox(path=str(data_dir / "outbox.sqlite")),
         api=Api(port=api_port),
-        analytics=Analytics(interval_s=5.0, fleet_interval_s=10.0),
+        analytics=Analytics(interval_s=5.0, fleet_interval_s=15.0, weather_csv=weather_csv),
     )
+
+
+def building_sims(interval_s: float = METER_INTERVAL_S) -> list[InstitutionSim]:
+    """One ``InstitutionSim`` per building of the district, each with its own serial gateway."""
+    return [InstitutionSim(b.id, b.id, b.org, seed=b.seed, interval_s=interval_s, scale=b.scale)
+            for b in district.BUILDINGS]
+
+
+def fleet_depots() -> list[tuple[float, float]]:
+    """Each vehicle's yard (lat, lon), in the order of ``district.vehicles()``."""
+    yards = {y.name: (y.lat, y.lon) for y in district.YARDS}
+    return [yards[v.yard] for v in district.vehicles()]
 
 
 async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_dir: Path = Path("var/demo"),
@@ -159,18 +182,22 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
     data_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
 
-    hq = InstitutionSim("hq", "hq", DEMO_ORG)
-    await hq.start()
+    sims = building_sims()
+    for sim in sims:
+        await sim.start()
     # the broker is the service's own, as under `edge run` with `mqtt.broker: embedded`
-    site = demo_site(hq.meters(), 0, api_port, data_dir)
+    site = demo_site(tuple(m for sim in sims for m in sim.meters()), 0, api_port, data_dir)
+    compile_site(site, "<demo site>")  # what `edge check` refuses (a bus over its budget...) the demo does too
     service = EdgeService(site, data_dir=data_dir)
-    fleet = VehicleFleet(5, service.broker_url, fmt="json", base=HANGZHOU, rate_hz=1.0, seed=7,
-                         always_on_duty=True)
+    n_vehicles = len(site.vehicles)
+    fleet = VehicleFleet(n_vehicles, service.broker_url, fmt="json", base=HANGZHOU, rate_hz=1.0, seed=7,
+                         always_on_duty=True, depots=fleet_depots())
     tasks: list[asyncio.Task] = []
     try:
         await service.start()
         announce(f"sensing-edge demo: API http://127.0.0.1:{service.api_bound_port}/docs  "
-                 f"(health /v1/health, meters {', '.join(m.id for m in site.meters)}, vehicles veh-0001..veh-0005)"
+                 f"(health /v1/health; district {district.DISTRICT}: {len(site.orgs)} orgs, {len(site.buildings)} buildings, "
+                 f"{len(site.meters)} meters, vehicles veh-0001..veh-{n_vehicles:04d})"
                  + ("" if duration_s else "  Ctrl-C to stop"))
         tasks.append(asyncio.create_task(fleet.run(), name="fleet"))
         loop = asyncio.get_running_loop()
@@ -205,7 +232,8 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
             provisional = service.indicators.provisional_years()
         finally:
             await service.stop()
-            await hq.stop()
+            for sim in sims:
+                await sim.stop()
     return {
         "ran_s": round(time.monotonic() - started, 1),
         "meters_read": meters_read,
