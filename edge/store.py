@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -60,6 +61,9 @@ def field_type(v: Any) -> str:
     return STRING
 
 
+_TYPE_OF = {float: FLOAT, int: INTEGER, bool: BOOLEAN, str: STRING, UInt: UNSIGNED}  # exact types, the usual case
+
+
 def decode_value(ftype: str, v: Any) -> Any:
     if ftype == BOOLEAN:
         return bool(v)
@@ -95,6 +99,7 @@ class EmbeddedStore:
         self._rlock = threading.Lock()
         self._series: dict[tuple[str, str], int] = {}
         self._fields: dict[tuple[str, str], tuple[int, str]] = {}
+        self._skeys: dict[tuple, tuple[str, str]] = {}
         self._load_caches()
         self._read_series_max = -1
         self._read_series: dict[str, list[tuple[int, dict[str, str]]]] = {}
@@ -145,7 +150,7 @@ class EmbeddedStore:
                     if reason:
                         rejected.append((i, reason))
                         continue
-                    skey = (p.measurement, tags_key(p.tags))
+                    skey = self._series_key(p)
                     sid = self._series.get(skey) or new_series.get(skey)
                     if sid is None:
                         sid = db.execute("INSERT INTO series(measurement, tags) VALUES (?, ?)", skey).lastrowid
@@ -182,22 +187,113 @@ class EmbeddedStore:
             self._fields.update(new_fields)
         return rejected
 
+    def write_columns(self, measurement: str, tags: dict[str, str], times_ns: Sequence[int],
+                      fields: dict[str, Sequence[Any]]) -> int:
+        """Store one series' points given as columns (the bulk import, ``edge.bulk``): ``times_ns``
+        and, per field, a sequence of the same length (Python or numpy floats, ints, bools; a NaN or
+        None leaves that field out of that point). The same result as ``write_points`` with the
+        Points these columns describe, in one transaction, without building them. A field whose type
+        conflicts with the stored one is refused whole (``StoreError`` with InfluxDB's message).
+        Returns how many field values were written."""
+        import numpy as np  # the store itself needs no numpy; the bulk path hands it arrays
+
+        t = np.asarray(times_ns, dtype=np.int64)
+        cols: list[tuple[str, str, np.ndarray, np.ndarray]] = []   # (name, type, times, values) without gaps
+        for name, col in fields.items():
+            v = np.asarray(col)
+            if v.shape != t.shape:
+                raise StoreError(f"{self.path}: field {name!r} has {v.shape} values for {t.shape} times")
+            if v.dtype == bool:
+                ftype, keep = BOOLEAN, np.ones(len(v), dtype=bool)
+            elif np.issubdtype(v.dtype, np.integer):
+                ftype, keep = INTEGER, np.ones(len(v), dtype=bool)
+            elif np.issubdtype(v.dtype, np.floating):
+                ftype, keep = FLOAT, np.isfinite(v)
+            else:
+                raise StoreError(f"{self.path}: field {name!r}: the bulk path takes numbers and booleans, not {v.dtype}")
+            cols.append((name, ftype, t[keep], v[keep]))
+        written = 0
+        with self._wlock:
+            if self._closed:
+                raise StoreError(f"{self.path}: store is closed")
+            for name, ftype, _, _ in cols:
+                f = self._fields.get((measurement, name))
+                if f is not None and f[1] != ftype:
+                    raise StoreError(f'field type conflict: input field "{name}" on measurement "{measurement}" is type '
+                                     f"{ftype}, already exists as type {f[1]}")
+            db = self._db
+            new_fields: dict[tuple[str, str], tuple[int, str]] = {}
+            new_series: dict[tuple[str, str], int] = {}
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                skey = (measurement, tags_key(tags))
+                sid = self._series.get(skey)
+                if sid is None:
+                    sid = db.execute("INSERT INTO series(measurement, tags) VALUES (?, ?)", skey).lastrowid
+                    new_series[skey] = sid
+                for name, ftype, tt, vv in cols:
+                    if not len(tt):
+                        continue
+                    f = self._fields.get((measurement, name))
+                    if f is None:
+                        fid = db.execute("INSERT INTO fields(measurement, name, type) VALUES (?, ?, ?)",
+                                         (measurement, name, ftype)).lastrowid
+                        new_fields[(measurement, name)] = (fid, ftype)
+                    else:
+                        fid = f[0]
+                    vals = vv.astype(np.int64).tolist() if ftype == BOOLEAN else vv.tolist()
+                    db.executemany("INSERT OR REPLACE INTO points(series_id, field_id, time_ns, value) VALUES (?,?,?,?)",
+                                   zip(repeat(sid), repeat(fid), tt.tolist(), vals))
+                    i = int(np.argmax(tt))
+                    db.execute("INSERT INTO latest(series_id, field_id, time_ns, value) VALUES (?,?,?,?) "
+                               "ON CONFLICT(series_id, field_id) DO UPDATE SET time_ns = excluded.time_ns, "
+                               "value = excluded.value WHERE excluded.time_ns >= latest.time_ns",
+                               (sid, fid, int(tt[i]), vals[i]))
+                    written += len(tt)
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: write failed: {e}") from e
+            self._series.update(new_series)
+            self._fields.update(new_fields)
+        return written
+
     def _check(self, p: Point, new_fields: dict[tuple[str, str], tuple[int, str]]) -> str:
         """InfluxDB's refusal for this point, or '' when it can be stored."""
+        known = self._fields
+        m = p.measurement
+        fresh = None
         for name, v in p.fields.items():
-            ftype = field_type(v)
+            ftype = _TYPE_OF.get(type(v)) or field_type(v)
             if ftype == UNSIGNED and v > I64_MAX:
                 return f"unsigned field {name!r} = {int(v)} is beyond the embedded store's range"
-            f = self._fields.get((p.measurement, name)) or new_fields.get((p.measurement, name))
-            if f is not None and f[1] != ftype:
-                return (f'field type conflict: input field "{name}" on measurement "{p.measurement}" is type '
+            key = (m, name)
+            f = known.get(key) or new_fields.get(key)
+            if f is None:
+                if fresh is None:
+                    fresh = []
+                fresh.append((key, ftype))
+            elif f[1] != ftype:
+                return (f'field type conflict: input field "{name}" on measurement "{m}" is type '
                         f"{ftype}, already exists as type {f[1]}")
         # a new field's type is fixed by the first point that has it, also within one batch
-        for name, v in p.fields.items():
-            key = (p.measurement, name)
-            if key not in self._fields and key not in new_fields:
-                new_fields[key] = (-1, field_type(v))  # placeholder; id assigned on insert
+        if fresh is not None:
+            for key, ftype in fresh:
+                new_fields.setdefault(key, (-1, ftype))  # placeholder; id assigned on insert
         return ""
+
+    def _series_key(self, p: Point) -> tuple[str, str]:
+        """(measurement, canonical tags) of a point, remembered by its tags as given (a pass writes
+        thousands of points of the same few hundred series)."""
+        k = (p.measurement, *p.tags.items())
+        skey = self._skeys.get(k)
+        if skey is None:
+            skey = (p.measurement, tags_key(p.tags))
+            if len(self._skeys) >= 100_000:
+                self._skeys.clear()
+            self._skeys[k] = skey
+        return skey
 
     def apply_retention(self, now_ns: int | None = None) -> int:
         """Delete points older than the retention; returns how many field values were deleted."""

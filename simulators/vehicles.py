@@ -96,10 +96,12 @@ class VehicleFleet:
                  rate_hz: float = 1.0, seed: int = 0, clock: Clock = SYSTEM_CLOCK, id_prefix: str = "veh-",
                  faults: Faults | None = None, jt808_version: int = 2013, topic: str = TOPIC,
                  client_id: str | None = None, always_on_duty: bool = False,
-                 depots: Sequence[tuple[float, float]] | None = None) -> None:
+                 depots: Sequence[tuple[float, float]] | None = None,
+                 odometers_km: Sequence[float] | None = None) -> None:
         """``always_on_duty``: drive as on a working day at any hour (the demo, benches at night).
         ``depots``: each vehicle's home (lat, lon), taken to the nearest junction of the grid; by
-        default a random junction near the base."""
+        default a random junction near the base. ``odometers_km``: each odometer's reading at the
+        start (a history's end, ``simulators.history``); by default random."""
         if fmt not in FORMATS:
             raise ValueError(f"format {fmt!r}: one of {FORMATS}")
         if rate_hz <= 0:
@@ -120,8 +122,10 @@ class VehicleFleet:
             if depots is not None:
                 depot = self.grid.nearest_node(*depots[i])
             x, y = self.grid.node_xy(*depot)
-            self.cars.append(_Car(vid, depot, depot, x, y, odometer_km=self.rng.uniform(1000, 90000),
-                                  fuel_l=self.rng.uniform(20, 55)))
+            odo = self.rng.uniform(1000, 90000)
+            if odometers_km is not None:
+                odo = float(odometers_km[i])
+            self.cars.append(_Car(vid, depot, depot, x, y, odometer_km=odo, fuel_l=self.rng.uniform(20, 55)))
         self.ids = [c.id for c in self.cars]
         self._pending: list[int] = []  # on-demand faults: "malformed", "duplicate", ...
         self._demand: Counter[str] = Counter()

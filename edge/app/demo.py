@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge.app import district
+from edge.app.backfill import Progress, backfill
 from edge.app.service import EdgeService
 from edge.app.site import compile_site
 from edge.config import (
@@ -45,6 +46,7 @@ from edge.config import (
     TransportKind,
     Vehicle,
 )
+from simulators.history import EventLoad, LoadEvent, MeterModel, VehicleModel
 from simulators.load import OfficeLoad, SumLoad
 from simulators.meters import MeterServer
 from simulators.vehicles import VehicleFleet
@@ -69,19 +71,28 @@ class DemoMeter:
 
 def institution_meters(prefix: str) -> tuple[DemoMeter, ...]:
     """One office building's meters as they are wired: the main incomer, the lighting and sockets,
-    HVAC and power (lifts, pumps) boards behind it on one RS-485 line, a water and a gas meter."""
+    HVAC and power (lifts, pumps) boards behind it on one RS-485 line (CT-connected CHINT DTSU666s
+    like the incomer), a water and a gas meter."""
     main = f"{prefix}-main"
     return (
         DemoMeter(main, "chint-dtsu666"),
-        DemoMeter(f"{prefix}-lighting", "eastron-sdm630", parent=main, item="01A00", gateway_unit=1, peak_kw=6.0),
-        DemoMeter(f"{prefix}-hvac", "eastron-sdm630", parent=main, item="01B00", gateway_unit=2, peak_kw=14.0),
-        DemoMeter(f"{prefix}-power", "eastron-sdm630", parent=main, item="01C00", gateway_unit=3, peak_kw=4.0),
+        DemoMeter(f"{prefix}-lighting", "chint-dtsu666", parent=main, item="01A00", gateway_unit=1, peak_kw=6.0),
+        DemoMeter(f"{prefix}-hvac", "chint-dtsu666", parent=main, item="01B00", gateway_unit=2, peak_kw=14.0),
+        DemoMeter(f"{prefix}-power", "chint-dtsu666", parent=main, item="01C00", gateway_unit=3, peak_kw=4.0),
         DemoMeter(f"{prefix}-water", "tuf2000m-water", carrier="water", item="02000"),
         DemoMeter(f"{prefix}-gas", "fx-gas-corrector", carrier="gas", item="03A00"),
     )
 
 
 UNMETERED_KW = 2.0  # what the incomer feeds that no sub-meter measures (at scale 1)
+CT_RATIOS = (1, 2, 5, 10, 20, 40, 60, 80, 100, 150, 200)
+METER_RATED_KW = 100.0  # the DTSU666's power register range (secondary side): a circuit above it needs a CT
+
+
+def ct_ratio_for(peak_kw: float) -> int:
+    """The smallest current transformer ratio that keeps a circuit's highest load (twice its working-day
+    peak: HVAC on the hottest afternoon) within 80 % of the meter's range, as an installer sizes one."""
+    return next((r for r in CT_RATIOS if 2.0 * peak_kw <= 0.8 * METER_RATED_KW * r), CT_RATIOS[-1])
 
 
 class InstitutionSim:
@@ -105,18 +116,23 @@ class InstitutionSim:
                                  loss_share=0.02)
         self.servers: dict[str, MeterServer] = {}
         self.gateway: MeterServer | None = None
+        subs = [m for m in self.spec if m.gateway_unit is not None]
+        self.ct = {main.id: ct_ratio_for(self.main_load.peak_kw)}
+        gateway_ct = ct_ratio_for(max(m.peak_kw for m in subs) * scale)   # one CT size on the board
+        self.ct.update({m.id: gateway_ct for m in subs})
 
     async def start(self) -> None:
         sub = [m for m in self.spec if m.gateway_unit is not None]
         by_unit = {m.gateway_unit: self.loads[m.id] for m in sub}
         self.gateway = MeterServer(sub[0].profile, [m.gateway_unit for m in sub], framer="rtu", seed=self.seed,
                                    load=lambda u: by_unit[u], baud=self.baud, bits_per_char=11,
-                                   response_delay_s=0.020)
+                                   response_delay_s=0.020, ct_ratio=self.ct[sub[0].id])
         await self.gateway.start()
         for i, m in enumerate(self.spec):
             if m.gateway_unit is None:
                 load = self.main_load if m.id == self.spec[0].id else None
-                srv = MeterServer(m.profile, unit_ids=[1], seed=self.seed * 10 + i, load=load)
+                srv = MeterServer(m.profile, unit_ids=[1], seed=self.seed * 10 + i, load=load,
+                                  ct_ratio=self.ct.get(m.id, 1.0))
                 await srv.start()
                 self.servers[m.id] = srv
 
@@ -124,6 +140,37 @@ class InstitutionSim:
         for srv in [*self.servers.values(), *([self.gateway] if self.gateway else [])]:
             with contextlib.suppress(Exception):
                 await srv.stop()
+
+    def _served(self, m: DemoMeter) -> tuple[MeterServer, int]:
+        """The simulator serving meter ``m`` and its unit id there (after ``start``)."""
+        if m.gateway_unit is not None:
+            return self.gateway, m.gateway_unit
+        return self.servers[m.id], 1
+
+    def history_models(self, events: dict[str, list[LoadEvent]] | None = None) -> list[MeterModel]:
+        """What drives each meter's counter, for ``simulators.history`` (after ``start``): the same loads
+        and seeds as the live simulators, each counter starting from the one the simulator holds;
+        ``events`` (by sub-meter id) are added to that circuit, and so to the incomer's sum."""
+        events = events or {}
+        loads = {k: EventLoad(v, events[k]) if k in events else v for k, v in self.loads.items()}
+        main = self.main_load
+        if any(k in events for k in self.loads):
+            main = SumLoad([loads[k] for k in self.loads], unmetered=main.unmetered, loss_share=main.loss_share)
+        out = []
+        for m in self.spec:
+            srv, unit = self._served(m)
+            sim = srv.meters[unit]
+            load = main if m.id == self.spec[0].id else loads.get(m.id)
+            out.append(MeterModel(m.id, m.carrier, load, sim.seed, sim.counters[sim.counter_key()[0]]))
+        return out
+
+    def continue_from(self, ids: list[str], values, t_ns: int) -> None:
+        """Live counters carry on from the history's end values (``CounterHistory.end_values``) at ``t_ns``."""
+        where = {m.id: m for m in self.spec}
+        for mid, v in zip(ids, values):
+            if mid in where:
+                srv, unit = self._served(where[mid])
+                srv.continue_counter(unit, float(v), t_ns)
 
     def meters(self) -> tuple[Meter, ...]:
         out = []
@@ -136,7 +183,8 @@ class InstitutionSim:
                 tr = Transport(kind=TransportKind.tcp, host="127.0.0.1", port=self.servers[m.id].port)
                 unit = 1
             out.append(Meter(id=m.id, profile=m.profile, building=self.building, carrier=m.carrier, parent=m.parent,
-                             item=m.item, transport=tr, unit_id=unit, interval_s=self.interval_s, timeout_ms=300))
+                             item=m.item, transport=tr, unit_id=unit, interval_s=self.interval_s, timeout_ms=300,
+                             ct_ratio=self.ct.get(m.id, 1.0)))
         return tuple(out)
 
 
@@ -174,9 +222,34 @@ def fleet_depots() -> list[tuple[float, float]]:
     return [yards[v.yard] for v in district.vehicles()]
 
 
-async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_dir: Path = Path("var/demo"),
-                   announce: Callable[[str], None] = print) -> dict[str, Any]:
+def history_events(sims: list[InstitutionSim], last_day_start_ns: int) -> dict[str, list[LoadEvent]]:
+    """The district's history events (``district.EVENTS``) placed before the last closed day."""
+    out: dict[str, list[LoadEvent]] = {}
+    loads = {k: v for sim in sims for k, v in sim.loads.items()}
+    for meter, days_before, days, share, what in district.EVENTS:
+        a = last_day_start_ns - days_before * 86_400 * 10**9
+        out.setdefault(meter, []).append(LoadEvent(a, a + days * 86_400 * 10**9, loads[meter].peak_kw * share, what))
+    return out
 
+
+def vehicle_models() -> list[VehicleModel]:
+    """The district's vehicles for the history: their yards, how busy each is (the pool's busiest,
+    one of the education bureau's hardly used: an under-used vehicle to show), their odometers."""
+    out = []
+    for k, (v, yard) in enumerate(zip(district.vehicles(), fleet_depots())):
+        activity = district.ACTIVITY.get(v.id, 0.35 + 0.45 * ((k * 7) % 10) / 10)
+        out.append(VehicleModel(v.id, yard, activity, 8000.0 + 6100.0 * k))
+    return out
+
+
+DEFAULT_DAYS = 400
+
+
+async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_dir: Path = Path("var/demo"),
+                   announce: Callable[[str], None] = print, days: int = DEFAULT_DAYS,
+                   progress: Progress | None = None) -> dict[str, Any]:
+    """Run the demo district; with ``days`` > 0 it starts from that many days of history
+    (``edge.app.backfill``) and the live simulators carry on from its end."""
     data_dir = Path(data_dir)
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -186,19 +259,38 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
     for sim in sims:
         await sim.start()
     # the broker is the service's own, as under `edge run` with `mqtt.broker: embedded`
-    site = demo_site(tuple(m for sim in sims for m in sim.meters()), 0, api_port, data_dir)
+    site = demo_site(tuple(m for sim in sims for m in sim.meters()), 0, api_port, data_dir,
+                     weather_csv=str(data_dir / "weather.csv") if days > 0 else None)
     compile_site(site, "<demo site>")  # what `edge check` refuses (a bus over its budget...) the demo does too
     service = EdgeService(site, data_dir=data_dir)
+    history = None
+    if days > 0:
+        events = history_events(sims, service.indicators.cal.midnight_ns(service.indicators.closed_day()))
+        history = await backfill(service, [m for sim in sims for m in sim.history_models(events)], vehicle_models(),
+                                 days, progress=progress)
+        for sim in sims:  # live counters carry on from the history's
+            sim.continue_from(list(history.counters_end), list(history.counters_end.values()), history.end_ns)
     n_vehicles = len(site.vehicles)
+    odometers = [history.odometers_end_km[v.id] for v in site.vehicles] if history is not None else None
     fleet = VehicleFleet(n_vehicles, service.broker_url, fmt="json", base=HANGZHOU, rate_hz=1.0, seed=7,
-                         always_on_duty=True, depots=fleet_depots())
+                         always_on_duty=True, depots=fleet_depots(), odometers_km=odometers)
     tasks: list[asyncio.Task] = []
+    live_from = time.time_ns()
     try:
         await service.start()
+        if history is not None:  # the history's indicators, committed to the outbox, reach the store
+            t0 = time.perf_counter()
+            if progress is not None:
+                progress.stage("storing", 1)
+            await service.flush(timeout_s=300.0)
+            if progress is not None:
+                progress.advance("storing")
+            history.seconds["storing"] = time.perf_counter() - t0
         announce(f"sensing-edge demo: API http://127.0.0.1:{service.api_bound_port}/docs  "
                  f"(health /v1/health; district {district.DISTRICT}: {len(site.orgs)} orgs, {len(site.buildings)} buildings, "
-                 f"{len(site.meters)} meters, vehicles veh-0001..veh-{n_vehicles:04d})"
-                 + ("" if duration_s else "  Ctrl-C to stop"))
+                 f"{len(site.meters)} meters, vehicles veh-0001..veh-{n_vehicles:04d}"
+                 + (f"; history {history.first_day}..{history.last_day} in {history.total_s:.0f} s" if history else "")
+                 + ")" + ("" if duration_s else "  Ctrl-C to stop"))
         tasks.append(asyncio.create_task(fleet.run(), name="fleet"))
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -224,17 +316,19 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
             indicators = await service.indicators.compute_once()
             await service.flush()
             q = service.query
-            meters_read = len({r.tags.get("meter") for r in await q.latest("meter")})
-            vehicles_seen = len({r.tags.get("vehicle") for r in await q.latest("position")})
+            # what the live simulators delivered (the history is in the store too: counted in "history")
+            meters_read = len({r.tags.get("meter") for r in await q.latest("meter", since_ns=live_from)})
+            vehicles_seen = len({r.tags.get("vehicle") for r in await q.latest("position", since_ns=live_from)})
             points_stored = await asyncio.to_thread(
-                q.store.select, "SELECT count(*) FROM (SELECT DISTINCT series_id, time_ns FROM points)")
+                q.store.select, "SELECT count(*) FROM (SELECT DISTINCT series_id, time_ns FROM points WHERE time_ns >= ?)",
+                (live_from,))
             errors = _collect(service)
             provisional = service.indicators.provisional_years()
         finally:
             await service.stop()
             for sim in sims:
                 await sim.stop()
-    return {
+    out = {
         "ran_s": round(time.monotonic() - started, 1),
         "meters_read": meters_read,
         "points_stored": points_stored[0][0],
@@ -245,6 +339,9 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
         "error_detail": errors["error_detail"],
         "data_dir": str(data_dir),
     }
+    if history is not None:
+        out["history"] = history.summary()
+    return out
 
 
 def _collect(service) -> dict[str, Any]:

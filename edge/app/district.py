@@ -82,6 +82,17 @@ FLEETS: tuple[tuple[int, int, str, str], ...] = (
 )
 
 
+# how busy a vehicle is on a working day (0..1; the others by a formula in edge.app.demo)
+ACTIVITY = {"veh-0001": 0.9, "veh-0002": 0.85, "veh-0013": 0.08}
+
+
+# what the history tells, for the anomalies to find: (sub-meter, days before the last closed day it
+# starts, how many days, extra load as a share of the circuit's peak, what happened)
+EVENTS: tuple[tuple[str, int, int, float, str], ...] = (
+    ("beishan-hvac", 9, 3, 0.8, "HVAC left running day and night (a building-automation schedule fault)"),
+)
+
+
 @dataclass(frozen=True)
 class DemoVehicle:
     id: str
