@@ -12,9 +12,13 @@ Tables (narrow, one row per field value)::
     fields(id, measurement, name, type)
     points(series_id, field_id, time_ns, value)   PRIMARY KEY (series_id, field_id, time_ns)
     latest(series_id, field_id, time_ns, value)   newest value of every series field
+    write_gen(measurement, day, gen)              the last write into each measurement and UTC day
 
 Queries (latest, raw range, windows) are in ``edge.query.StoreQuery``, which calls the
-primitives here. Retention: ``retention_days`` deletes points older than that (``apply_retention``,
+primitives here. ``generation(measurements, start_ns, end_ns)`` says whether anything was written
+into those measurements and days since: every write transaction takes the next number of a
+store-wide sequence and records it per measurement and UTC day it wrote (table ``write_gen``), so
+a reader that keeps an answer (``api.cache``) knows when it is no longer the store's. Retention: ``retention_days`` deletes points older than that (``apply_retention``,
 called about hourly by the embedded sink).
 """
 
@@ -44,7 +48,12 @@ CREATE TABLE IF NOT EXISTS points (series_id INTEGER NOT NULL, field_id INTEGER 
   value, PRIMARY KEY (series_id, field_id, time_ns)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS latest (series_id INTEGER NOT NULL, field_id INTEGER NOT NULL, time_ns INTEGER NOT NULL,
   value, PRIMARY KEY (series_id, field_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS write_gen (measurement TEXT NOT NULL, day INTEGER NOT NULL, gen INTEGER NOT NULL,
+  PRIMARY KEY (measurement, day)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS write_gen_gen ON write_gen(gen);
 """
+DAY_NS = 86_400 * 1_000_000_000
+ALL = "*"  # the write_gen row every reader checks: a change of anything (retention)
 
 FLOAT, INTEGER, UNSIGNED, BOOLEAN, STRING = "float", "integer", "unsigned", "boolean", "string"
 
@@ -133,6 +142,7 @@ class EmbeddedStore:
 
     def _write(self, points: Sequence[Point | None]) -> list[tuple[int, str]]:
         rejected: list[tuple[int, str]] = []
+        touched: set[tuple[str, int]] = set()
         rows: list[tuple[int, int, int, Any]] = []
         newest: dict[tuple[int, int], tuple[int, Any]] = {}
         with self._wlock:
@@ -156,6 +166,7 @@ class EmbeddedStore:
                         sid = db.execute("INSERT INTO series(measurement, tags) VALUES (?, ?)", skey).lastrowid
                         new_series[skey] = sid
                     t = p.time_ns
+                    touched.add((p.measurement, t // DAY_NS))
                     for name, v in p.fields.items():
                         fkey = (p.measurement, name)
                         f = self._fields.get(fkey) or new_fields.get(fkey)
@@ -178,6 +189,7 @@ class EmbeddedStore:
                         "ON CONFLICT(series_id, field_id) DO UPDATE SET time_ns = excluded.time_ns, value = excluded.value "
                         "WHERE excluded.time_ns >= latest.time_ns",
                         [(sid, fid, t, v) for (sid, fid), (t, v) in newest.items()])
+                    self._mark(db, touched)
                 db.execute("COMMIT")
             except sqlite3.Error as e:
                 if db.in_transaction:
@@ -250,6 +262,7 @@ class EmbeddedStore:
                                "value = excluded.value WHERE excluded.time_ns >= latest.time_ns",
                                (sid, fid, int(tt[i]), vals[i]))
                     written += len(tt)
+                    self._mark(db, {(measurement, int(d)) for d in np.unique(tt // DAY_NS).tolist()})
                 db.execute("COMMIT")
             except sqlite3.Error as e:
                 if db.in_transaction:
@@ -258,6 +271,25 @@ class EmbeddedStore:
             self._series.update(new_series)
             self._fields.update(new_fields)
         return written
+
+    @staticmethod
+    def _mark(db: sqlite3.Connection, touched: set[tuple[str, int]]) -> None:
+        """Inside a write transaction: the next generation for every (measurement, UTC day) written."""
+        if not touched:
+            return
+        gen = db.execute("SELECT coalesce(max(gen), 0) + 1 FROM write_gen").fetchone()[0]
+        db.executemany("INSERT INTO write_gen(measurement, day, gen) VALUES (?, ?, ?) "
+                       "ON CONFLICT(measurement, day) DO UPDATE SET gen = excluded.gen",
+                       [(m, d, gen) for m, d in touched])
+
+    def generation(self, measurements: Sequence[str], start_ns: int, end_ns: int) -> int:
+        """The last write generation into ``measurements`` at times in ``[start_ns, end_ns)`` (by UTC day),
+        or of a retention pass: equal numbers mean nothing there changed in between."""
+        marks = ",".join("?" * len(measurements))
+        row = self.select(f"SELECT coalesce(max(gen), 0) FROM write_gen WHERE (measurement IN ({marks}) "
+                          "AND day >= ? AND day <= ?) OR measurement = ?",
+                          [*measurements, int(start_ns) // DAY_NS, (int(end_ns) - 1) // DAY_NS, ALL])
+        return int(row[0][0])
 
     def _check(self, p: Point, new_fields: dict[tuple[str, str], tuple[int, str]]) -> str:
         """InfluxDB's refusal for this point, or '' when it can be stored."""
@@ -311,6 +343,7 @@ class EmbeddedStore:
                     deleted += db.execute("DELETE FROM points WHERE series_id = ? AND field_id = ? AND time_ns < ?",
                                           (sid, fid, cutoff)).rowcount
                 db.execute("DELETE FROM latest WHERE time_ns < ?", (cutoff,))
+                self._mark(db, {(ALL, -1)})
                 db.execute("COMMIT")
             except sqlite3.Error as e:
                 if db.in_transaction:

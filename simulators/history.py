@@ -59,33 +59,35 @@ class MeterModel:
 
 @dataclass(frozen=True)
 class LoadEvent:
-    """A circuit running ``extra_kw`` above its model in ``[start_ns, end_ns)``: something the history
-    tells (HVAC left on day and night by a schedule fault), for the anomalies to find."""
+    """A circuit drawing ``factor`` times its model plus ``extra_kw`` in ``[start_ns, end_ns)``: something
+    the history tells (a lighting retrofit, HVAC left on day and night by a schedule fault), for the
+    savings and the anomalies to find."""
 
     start_ns: int
     end_ns: int
-    extra_kw: float
+    extra_kw: float = 0.0
+    factor: float = 1.0
     what: str = ""
 
 
 class EventLoad:
-    """A load with ``LoadEvent``s added (history only: the live simulators run the plain load)."""
+    """A load with ``LoadEvent``s applied (history only: the live simulators run the plain load)."""
 
     def __init__(self, load: OfficeLoad, events: Sequence[LoadEvent]) -> None:
         self.load, self.events = load, tuple(events)
         self.shape, self.seed, self.peak_kw = load.shape, load.seed, load.peak_kw
 
-    def _extra(self, t: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(t))
+    def _apply(self, t: np.ndarray, kw: np.ndarray) -> np.ndarray:
         for e in self.events:
-            out += np.where((t >= e.start_ns) & (t < e.end_ns), e.extra_kw, 0.0)
-        return out
+            on = (t >= e.start_ns) & (t < e.end_ns)
+            kw = np.where(on, kw * e.factor + e.extra_kw, kw)
+        return kw
 
     def power_kw(self, t_ns: int) -> float:
-        return self.load.power_kw(t_ns) + float(self._extra(np.array([t_ns]))[0])
+        return float(self._apply(np.array([t_ns], dtype=np.int64), np.array([self.load.power_kw(t_ns)]))[0])
 
     def power_kw_many(self, t_ns: np.ndarray, cond: ConditionsMany | None = None) -> np.ndarray:
-        return self.load.power_kw_many(t_ns, cond) + self._extra(np.asarray(t_ns))
+        return self._apply(np.asarray(t_ns), self.load.power_kw_many(t_ns, cond))
 
 
 def water_flow_m3_h(c: ConditionsMany, t_ns: np.ndarray, seed: int) -> np.ndarray:

@@ -222,13 +222,15 @@ def fleet_depots() -> list[tuple[float, float]]:
     return [yards[v.yard] for v in district.vehicles()]
 
 
-def history_events(sims: list[InstitutionSim], last_day_start_ns: int) -> dict[str, list[LoadEvent]]:
+def history_events(sims: list[InstitutionSim], last_day_start_ns: int, end_ns: int) -> dict[str, list[LoadEvent]]:
     """The district's history events (``district.EVENTS``) placed before the last closed day."""
+    day = 86_400 * 10**9
     out: dict[str, list[LoadEvent]] = {}
     loads = {k: v for sim in sims for k, v in sim.loads.items()}
-    for meter, days_before, days, share, what in district.EVENTS:
-        a = last_day_start_ns - days_before * 86_400 * 10**9
-        out.setdefault(meter, []).append(LoadEvent(a, a + days * 86_400 * 10**9, loads[meter].peak_kw * share, what))
+    for ev in district.EVENTS:
+        a = last_day_start_ns - ev.days_before * day
+        b = end_ns if ev.days is None else a + ev.days * day
+        out.setdefault(ev.meter, []).append(LoadEvent(a, b, loads[ev.meter].peak_kw * ev.extra_share, ev.factor, ev.what))
     return out
 
 
@@ -265,9 +267,10 @@ async def run_demo(duration_s: float | None = None, api_port: int = 8000, data_d
     service = EdgeService(site, data_dir=data_dir)
     history = None
     if days > 0:
-        events = history_events(sims, service.indicators.cal.midnight_ns(service.indicators.closed_day()))
+        end_ns = service.clock.now_ns()
+        events = history_events(sims, service.indicators.cal.midnight_ns(service.indicators.closed_day(end_ns)), end_ns)
         history = await backfill(service, [m for sim in sims for m in sim.history_models(events)], vehicle_models(),
-                                 days, progress=progress)
+                                 days, end_ns=end_ns, progress=progress)
         for sim in sims:  # live counters carry on from the history's
             sim.continue_from(list(history.counters_end), list(history.counters_end.values()), history.end_ns)
     n_vehicles = len(site.vehicles)
