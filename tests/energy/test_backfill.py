@@ -121,12 +121,12 @@ def test_every_indicator_family_has_values(backfilled):
         await app.state.hub.close()
         return r.json()
 
-    year = run(aio, rollup(f"/v1/rollup?org=330000/330100/330106&period=year&at=2026-11-19"))["rows"][0]
+    year = run(aio, rollup("/v1/rollup?org=330000/330100/330106&period=year&at=2026-11-19"))["rows"][0]
     assert year["quota_kwh_per_m2"] == 70 and 0.1 < year["quota_progress"] < 3
     assert year["utilisation"] > 0 and year["dispatch_rate"] == 1.0 and year["holiday_trips"] > 0
     month = run(aio, rollup(f"/v1/rollup?org={ORG}&period=month&at=2026-11-19"))["total"]
     assert month["savings_kwh"] is not None and month["anomalies"] >= 1 and month["kwh_per_m2"] > 0
-    day = run(aio, rollup(f"/v1/rollup?org=330000/330100/330106&period=day&at=2026-11-18"))["rows"][0]
+    day = run(aio, rollup("/v1/rollup?org=330000/330100/330106&period=day&at=2026-11-18"))["rows"][0]
     assert day["dispatch_rate"] is not None and day["trips"] is not None
 
 
@@ -154,3 +154,55 @@ def test_the_service_carries_on_when_the_next_day_closes(backfilled):
     assert reporting_days() == 20
     month = run(aio, q.raw("fleet_indicator", ["trips"], nov, nov + 1, Where(tags={"scope": "org", "period": "month", "id": ORG})))
     assert month and month[0].values[0] > 0
+
+
+SITE_YAML = """
+site: {{name: bench}}
+orgs:
+  - {{path: "330000", name: 浙江省}}
+  - {{path: "330000/330100", name: 杭州市}}
+  - {{path: "330000/330100/330106", name: 西湖区}}
+  - {{path: "{org}", name: 中心}}
+buildings:
+  - {{id: hq, org: "{org}", floor_area_m2: 5000, occupants: 200, quota_class: A}}
+meters:
+  - {{id: main, profile: chint-dtsu666, building: hq, transport: {{host: 127.0.0.1, port: 5020}}}}
+  - {{id: hvac, profile: chint-dtsu666, building: hq, parent: main, item: 01B00, unit_id: 2, transport: {{host: 127.0.0.1, port: 5020}}}}
+  - {{id: water, profile: tuf2000m-water, building: hq, carrier: water, transport: {{host: 127.0.0.1, port: 5021}}}}
+geofences:
+  - {{name: yard, org: "{org}", circle: {{lat: 30.2741, lon: 120.1551, radius_m: 300}}}}
+vehicles:
+  - {{id: car-1, plate: 浙A·1, org: "{org}", home: yard}}
+store: {{kind: embedded, path: {data}/store.sqlite}}
+outbox: {{path: {data}/outbox.sqlite}}
+analytics: {{weather_csv: {data}/weather.csv}}
+"""
+
+
+def test_edge_backfill_gives_any_site_a_history(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from edge.app.backfill import site_models
+    from edge.app.cli import app
+    from edge.config import load_site
+    from edge.query import StoreQuery
+    from edge.store import EmbeddedStore
+    from simulators.load import SumLoad
+
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE_YAML.format(org=ORG, data=tmp_path / "data"), encoding="utf-8")
+    meters, vehicles, skipped = site_models(load_site(path))
+    by = {m.id: m for m in meters}
+    assert isinstance(by["main"].load, SumLoad) and by["hvac"].load in by["main"].load.parts   # the incomer sums
+    assert by["water"].carrier == "water" and skipped == [] and vehicles[0].yard == (30.2741, 120.1551)
+    r = CliRunner().invoke(app, ["backfill", "-c", str(path), "--days", "20"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    assert summary["days"] == 20 and summary["readings"] > 3 * 96 * 20 and summary["indicator_points"] > 0
+    st = EmbeddedStore(tmp_path / "data" / "store.sqlite")
+    try:
+        assert StoreQuery(st).count_points("energy_indicator") > 0 and StoreQuery(st).count_points("trip") > 0
+    finally:
+        st.close()
