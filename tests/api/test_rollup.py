@@ -161,6 +161,8 @@ async def test_ranked_by_any_figure_either_way(app_of):
     assert r.status_code == 422
     r = await get(app, f"/v1/rollup?org={XIHU}&orgg=1")
     assert r.status_code == 400 and "orgg" in r.text
+    r = await get(app, f"/v1/rollup?org={XIHU}&period=year&at=9999-12-31")   # found by schemathesis: year 10000
+    assert r.status_code == 400 and "at" in r.json()["detail"]
 
 
 async def test_a_day_against_the_baseline(app_of):
