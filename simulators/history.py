@@ -18,7 +18,8 @@ its years) have 0-4 outings by the vehicle's own activity, mostly in working hou
 evening one; ordinary weekends and statutory holidays have an occasional one (duty, emergencies),
 so off-hours, weekend and holiday use show in the indicators. While driving the terminal reports
 every ``drive_every_s`` (30 s) with GPS noise of a few metres, stopping at some junctions (red
-lights, engine on); when the engine goes off it reports once, then every ``park_every_s`` (30 min).
+lights, engine on); when the engine goes off it reports once, then every ``park_every_s`` (an hour: the
+terminal asleep).
 Every outing ends back at the yard before ``end_ns``, so the live fleet starts where history ends.
 """
 
@@ -189,7 +190,7 @@ class VehicleModel:
 @dataclass(frozen=True)
 class FleetHistoryParams:
     drive_every_s: float = 30.0
-    park_every_s: float = 1800.0
+    park_every_s: float = 3600.0      # the terminal asleep, engine off: an hourly report
     gps_sigma_m: float = 3.0
     evening_share: float = 0.08       # of working-day outings, leaving 18:00-21:00
     weekend_outing_p: float = 0.06    # per vehicle and ordinary rest day
