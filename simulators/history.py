@@ -9,7 +9,7 @@ meter simulator's water and gas flows (``simulators.meters.SimMeter``). The rate
 ``substep_s`` (60 s: the model's noise moves on a minute's scale, its profile on the hour) and
 integrated with the trapezoid rule, as ``SimMeter`` integrates between reads; the counter is
 sampled every ``step_s`` (900 s) on the quarter-hour, as a meter's 15-minute load-profile register
-would be read. The phase-to-phase noise of the simulated three-phase registers (±2 %) is left out.
+would be read, with the rate at that instant (the reading's power or flow register). The phase-to-phase noise of the simulated three-phase registers (±2 %) is left out.
 
 **Vehicles.** Each vehicle sleeps at its yard and goes on *outings*: to a junction of the road grid
 (``simulators.roads``: the live fleet's junctions, over a wider area, ±10 km) and back, parked at the destination (ACC off) in between.
@@ -119,7 +119,8 @@ def rate(m: MeterModel, c: ConditionsMany, t_ns: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CounterHistory:
-    """Counters on a shared time axis: ``times_ns`` (n,), ``values`` (meters, n), and each counter at
+    """Counters on a shared time axis: ``times_ns`` (n,), ``values`` (meters, n), the meters' rates at
+    those instants (kW or m³/h, what a reading's power or flow register shows), and each counter at
     ``end_ns`` (the live simulator continues from there)."""
 
     ids: list[str]
@@ -127,6 +128,7 @@ class CounterHistory:
     values: np.ndarray
     end_ns: int
     end_values: np.ndarray
+    rates: np.ndarray | None = None
 
 
 def counter_history(models: Sequence[MeterModel], start_ns: int, end_ns: int, step_s: int = QUARTER_S,
@@ -148,14 +150,16 @@ def counter_history(models: Sequence[MeterModel], start_ns: int, end_ns: int, st
     sample = np.arange(0, n_sub + 1, k)
     sample = sample[grid[sample] < end_ns]
     values = np.empty((len(models), len(sample)))
+    rates = np.empty((len(models), len(sample)))
     end_values = np.empty(len(models))
     h = sub / 3.6e12  # a substep in hours
     for r, m in enumerate(models):
         x = rate(m, c, t_all)
         cum = np.concatenate([[0.0], np.cumsum((x[:-2] + x[1:-1]) / 2 * h)])   # at each substep instant
         values[r] = m.start + cum[sample]
+        rates[r] = x[sample]
         end_values[r] = m.start + cum[-1] + (x[-2] + x[-1]) / 2 * (tail / 3.6e12)
-    return CounterHistory([m.id for m in models], grid[sample], values, int(end_ns), end_values)
+    return CounterHistory([m.id for m in models], grid[sample], values, int(end_ns), end_values, rates)
 
 
 def integral(model: MeterModel, start_ns: int, end_ns: int, every_s: float = 10.0) -> float:

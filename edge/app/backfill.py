@@ -7,8 +7,8 @@
    CSV ``analytics.weather_csv`` names, from a year before the first day (weather is older than the
    meters) to ``WEATHER_AHEAD_DAYS`` ahead (a demo left running keeps its baselines);
 2. **meters**: every meter's counter on the quarter-hour from the load model
-   (``simulators.history.counter_history``), with the tags the Modbus collector gives the meter's
-   readings, so history and live readings are one series;
+   (``simulators.history.counter_history``) with its power (or flow) at that instant, with the tags
+   the Modbus collector gives the meter's readings, so history and live readings are one series;
 3. **vehicles**: every vehicle's positions from ``simulators.history.fleet_history`` (outings on the
    Chinese working calendar, back at the yard at the end), tagged as the GPS collector tags them;
 4. both written by the bulk import (``edge.bulk``: straight into the store, not through the outbox);
@@ -35,7 +35,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from analytics.energy.factors import CARRIER_FIELD
+from analytics.energy.factors import CARRIER_FIELD, RATE_FIELD
 from edge.bulk import BulkWriter, Columns
 from simulators.history import Fixes, MeterModel, VehicleModel, counter_history, fleet_history
 from simulators.load import OfficeLoad, SumLoad, hourly_temperature
@@ -97,10 +97,17 @@ def write_weather(path: Path, first_ns: int, hours: int) -> None:
 
 
 def meter_columns(ids: Sequence[str], times_ns: np.ndarray, values: np.ndarray, tags: dict[str, dict[str, str]],
-                  carriers: dict[str, str]) -> list[Columns]:
-    """One series per meter: its carrier's counter field, tagged as its live readings are."""
-    return [Columns("meter", tags[mid], times_ns, {CARRIER_FIELD[carriers[mid]][0]: values[r]})
-            for r, mid in enumerate(ids)]
+                  carriers: dict[str, str], rates: np.ndarray | None = None) -> list[Columns]:
+    """One series per meter: its carrier's counter field and, given ``rates``, its rate field (power,
+    flow: what charts of a reading's power show), tagged as its live readings are."""
+    out = []
+    for r, mid in enumerate(ids):
+        c = carriers[mid]
+        fields = {CARRIER_FIELD[c][0]: values[r]}
+        if rates is not None:
+            fields[RATE_FIELD[c]] = np.round(rates[r], 3)
+        out.append(Columns("meter", tags[mid], times_ns, fields))
+    return out
 
 
 def position_columns(f: Fixes, orgs: dict[str, str]) -> list[Columns]:
@@ -148,7 +155,7 @@ async def backfill(service, meters: Sequence[MeterModel], vehicles: Sequence[Veh
     ui.stage("meters", len(meters))
     hist = await asyncio.to_thread(counter_history, list(meters), start_ns, end_ns)
     carriers = {m.id: m.carrier for m in meters}
-    cols = meter_columns(hist.ids, hist.times_ns, hist.values, tags, carriers)
+    cols = meter_columns(hist.ids, hist.times_ns, hist.values, tags, carriers, hist.rates)
     rep.readings = await writer.write(cols, lambda n: ui.advance("meters"))
     rep.counters_end = dict(zip(hist.ids, hist.end_values.tolist()))
     del cols, hist

@@ -95,6 +95,10 @@ def test_history_in_the_store_as_live_data(backfilled):
     for m in models:
         ref = integral(m, CAL.midnight_ns(day), CAL.midnight_ns(day) + DAY, every_s=20.0)
         assert got[m.id] == pytest.approx(ref, rel=5e-3), m.id
+    # with the power the reading's register shows: a day's mean is its energy over 24 h
+    kw = run(aio, q.raw("meter", ["active_power_total_kw"], CAL.midnight_ns(day), CAL.midnight_ns(day) + DAY,
+                        Where(tags={"meter": "hq-main"})))[0]
+    assert len(kw) == 96 and float(np.mean(kw.values)) == pytest.approx(got["hq-main"] / 24, rel=0.02)
     pos = run(aio, q.raw("position", ["lat", "acc"], 0, NOW + 1, Where(tags={"vehicle": "veh-0"})))
     assert {s.field for s in pos} == {"lat", "acc"} and dict(pos[0].tags) == {"vehicle": "veh-0", "org": ORG}
 
