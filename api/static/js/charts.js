@@ -57,6 +57,9 @@ function mount(box, opts, data) {
   const ro = new ResizeObserver(() => u.setSize({ width: Math.max(320, box.clientWidth - 4), height: opts.height }));
   ro.observe(box);
   box._plot = u;
+  box.dataset.unit = opts.axes[1].label;                   // what the axes say, for readers of the page's DOM
+  box.dataset.buckets = String(data[0].length - 1);
+  box.dataset.values = String(data.slice(1).reduce((n, s) => n + s.filter((v) => v != null).length, 0));
   return u;
 }
 

@@ -1,0 +1,113 @@
+"""The dashboard over a district with a year of history (tests/api/district.py: 4 institutions in two
+levels, 5 buildings, 30 meters, 20 vehicles, 400 days), in a real headless Chromium: the district's
+ranking is ordered and links down to an institution, every card of the institution's energy view
+holds a value, the charts read a year against the baseline and change with the range picker, and
+the fleet map draws every vehicle, tracks and geofences. No console errors. Screenshots go to
+tests/artifacts/ (dashboard-district-*.png)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from api.app import create_app
+from tests.api import district
+from tests.api.apienv import ThreadedServer
+from tests.support.browser import ARTIFACTS, driver_for, full_page_screenshot, needs_browser, severe, wait, wait_view
+
+pytestmark = needs_browser
+
+
+def number(text: str) -> float:
+    m = re.search(r"[-+]?[0-9][0-9,]*\.?[0-9]*", text)
+    assert m, text
+    return float(m.group(0).replace(",", ""))
+
+
+@pytest.fixture
+def site_with_history(tmp_path):
+    dist = district.build(tmp_path)
+    app = create_app(dist.ctx)
+    app.include_router(district.rollup_router(dist))
+    with ThreadedServer(app) as srv:
+        yield dist, srv
+    dist.close()
+
+
+def test_district_ranking_links_down_to_an_institution_with_a_year_of_indicators(site_with_history, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    dist, srv = site_with_history
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    d = driver_for(tmp_path)
+    try:
+        # a district user lands on the district (西湖区: the tree's single way down from the province)
+        d.get(srv.url + "/")
+        wait_view(d, "district")
+        assert d.find_element(By.CSS_SELECTOR, "#scope a.here").text == "西湖区"
+        rows = d.find_elements(By.CSS_SELECTOR, "#rollup-table tbody tr")
+        assert [r.get_attribute("data-org") for r in rows] and len(rows) == 4
+        per_m2 = [number(r.find_element(By.CSS_SELECTOR, 'td[data-field="kwh_per_m2"]').text) for r in rows]
+        assert per_m2 == sorted(per_m2) and per_m2[0] > 0          # ranked by kWh/m², least first
+        for card in d.find_elements(By.CSS_SELECTOR, "#view-district .summary .card .big"):
+            assert "—" not in card.text, card.text
+        # ranked by 出车率 instead: the server's order, highest first
+        d.find_element(By.CSS_SELECTOR, 'th[data-sort="dispatch_rate"] a').click()
+        wait(lambda: d.find_element(By.CSS_SELECTOR, "th.sorted").get_attribute("data-sort") == "dispatch_rate",
+             what="re-ranked")
+        wait_view(d, "district")
+        rates = [number(r.find_element(By.CSS_SELECTOR, 'td[data-field="dispatch_rate"]').text)
+                 for r in d.find_elements(By.CSS_SELECTOR, "#rollup-table tbody tr")]
+        assert rates == sorted(rates, reverse=True)
+        d.find_element(By.CSS_SELECTOR, 'th[data-sort="kwh_per_m2"] a').click()
+        wait(lambda: d.find_element(By.CSS_SELECTOR, "th.sorted").get_attribute("data-sort") == "kwh_per_m2",
+             what="re-ranked")
+        wait_view(d, "district")
+        full_page_screenshot(d, ARTIFACTS / "dashboard-district-ranking.png")
+
+        # down to the institution with the most kWh/m² (卫健局): its energy view, every card filled
+        last = d.find_elements(By.CSS_SELECTOR, "#rollup-table tbody tr")[-1]
+        assert last.get_attribute("data-org") == district.WJW
+        last.find_element(By.CSS_SELECTOR, "a.inst").click()
+        wait(lambda: "#energy?org=330000/330100/330106/wjw" in d.current_url, what="link down")
+        wait_view(d, "energy")
+        assert d.find_element(By.CSS_SELECTOR, "#scope a.here").text == "西湖区卫生健康局"
+        cards = d.find_elements(By.CSS_SELECTOR, "#buildings .card")
+        assert [c.get_attribute("data-building") for c in cards] == ["wjw-office"]
+        for dd in cards[0].find_elements(By.CSS_SELECTOR, "dd"):
+            assert "—" not in dd.text, (dd.get_attribute("id"), dd.text)
+        assert "over by" in d.find_element(By.ID, "savings-wjw-office").text      # this one consumes above its baseline
+        assert number(d.find_element(By.ID, "ytd-wjw-office").text) > 0
+        # the year against the baseline: 12 months, each a bar, and the savings of the periods in range
+        wait(lambda: d.find_element(By.ID, "chart-energy").get_attribute("data-buckets") == "12", what="year chart")
+        assert d.find_element(By.ID, "chart-energy").get_attribute("data-unit") == "kWh per month"
+        assert int(d.find_element(By.ID, "chart-energy").get_attribute("data-values")) >= 24   # actual and baseline
+        assert re.search(r"(saved|over by) [0-9,]+ kWh", d.find_element(By.ID, "chart-savings").text)
+        assert int(d.find_element(By.ID, "chart-items").get_attribute("data-values")) >= 4 * 12
+        full_page_screenshot(d, ARTIFACTS / "dashboard-district-energy.png")
+        # the range picker: a month by day
+        d.find_element(By.CSS_SELECTOR, '#charts a[data-range="month"]').click()
+        wait(lambda: d.find_element(By.ID, "chart-energy").get_attribute("data-unit") == "kWh per day", what="month")
+        assert d.find_element(By.ID, "chart-energy").get_attribute("data-buckets") == "30"
+        d.find_element(By.CSS_SELECTOR, '#charts a[data-range="day"]').click()
+        wait(lambda: d.find_element(By.ID, "chart-energy").get_attribute("data-unit") == "kWh per hour", what="day")
+        assert int(d.find_element(By.ID, "chart-energy").get_attribute("data-values")) >= 1
+
+        # the district's fleet: every vehicle on the map, today's tracks, the geofences
+        d.find_element(By.CSS_SELECTOR, "#scope a[data-org='330000/330100/330106']").click()
+        d.find_element(By.ID, "tab-fleet").click()
+        wait_view(d, "fleet")
+        wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "#map path.vehicle")) == 20, what="20 vehicle markers")
+        tracks = d.find_elements(By.CSS_SELECTOR, "#map path.track")
+        assert len(tracks) == 20 and len(d.find_elements(By.CSS_SELECTOR, "#map path.trip")) >= 1
+        assert all(len(t.get_attribute("d") or "") > 20 for t in tracks[:3])
+        assert len(d.find_elements(By.CSS_SELECTOR, "#map .leaflet-overlay-pane path")) >= 20 + 20 + 5  # + geofences
+        assert len(d.find_elements(By.CSS_SELECTOR, "#vehicle-table tbody tr")) == 20
+        for card in d.find_elements(By.CSS_SELECTOR, "#fleet-summary .card .big"):
+            assert "—" not in card.text or card.find_element(By.XPATH, "..").get_attribute("id") == "fleet-holiday"
+        assert number(d.find_element(By.CSS_SELECTOR, "#fleet-dispatch .big").text) == pytest.approx(95, abs=0.5)
+        full_page_screenshot(d, ARTIFACTS / "dashboard-district-fleet.png")
+        assert severe(d) == []
+    finally:
+        d.quit()
