@@ -1,5 +1,6 @@
 """A district with a history, for the dashboard's browser tests: 西湖区 with four institutions in two
-levels (a school under the education bureau), five buildings, 30 meters and 20 vehicles, and what
+levels (two under the district, two under a street office), five buildings, 30 meters and 20
+vehicles, with the ids of the demo district (edge/app/district.py, docs/api.md), and what
 the analytics would have written over 400 days (daily, monthly and yearly energy indicators, items,
 monthly baselines, meter readings of the last 8 days, today's tracks, trips, fleet indicators and
 alerts), written straight into an embedded store.
@@ -32,12 +33,12 @@ NS = 1_000_000_000
 DAY_NS = 86400 * NS
 TZ = dt.timezone(dt.timedelta(hours=8))
 XIHU = "330000/330100/330106"
-JGSW = f"{XIHU}/jgsw"          # 机关事务管理中心
-JYJ = f"{XIHU}/jyj"            # 教育局
-SCHOOL = f"{JYJ}/xx01"         # a primary school under the education bureau
-WJW = f"{XIHU}/wjw"            # 卫健局
-INSTITUTIONS = (JGSW, JYJ, SCHOOL, WJW)
-HANGZHOU = (30.2741, 120.1551)
+STREET = f"{XIHU}/330106004"   # 北山街道: a street office, no building of its own
+CENTRE = f"{XIHU}/inst-042"    # 西湖区机关事务管理中心
+EDU = f"{XIHU}/inst-043"       # 西湖区教育局
+OFFICE = f"{STREET}/inst-101"  # 北山街道办事处
+CLINIC = f"{STREET}/inst-102"  # 北山街道社区卫生服务中心
+INSTITUTIONS = (CENTRE, EDU, OFFICE, CLINIC)
 ITEMS = (("01A00", 0.24), ("01B00", 0.38), ("01C00", 0.20), ("unmetered", 0.18))
 KGCE_PER_KWH = 0.1229
 QUOTA_KWH_M2 = 70.0
@@ -55,13 +56,14 @@ class B:
 
 
 BUILDINGS = (
-    B("hq", JGSW, "区行政中心主楼", 12000, 420, 62.0, (30.2741, 120.1551)),
-    B("annex", JGSW, "行政中心副楼", 3000, 80, 48.0, (30.2752, 120.1580)),
-    B("jyj-office", JYJ, "教育局办公楼", 4000, 120, 55.0, (30.2590, 120.1300)),
-    B("xx01-main", SCHOOL, "某小学教学楼", 9000, 900, 38.0, (30.2870, 120.1210)),
-    B("wjw-office", WJW, "卫健局办公楼", 5000, 150, 81.0, (30.2660, 120.1700)),
+    B("hq", CENTRE, "办公主楼", 12000, 420, 62.0, (30.2741, 120.1551)),
+    B("hq-annex", CENTRE, "附楼", 4500, 150, 48.0, (30.2741, 120.1551)),
+    B("edu", EDU, "教育局办公楼", 8000, 260, 55.0, (30.2815, 120.1380)),
+    B("beishan", OFFICE, "街道办公楼", 5000, 120, 44.0, (30.2660, 120.1500)),
+    B("clinic", CLINIC, "卫生服务中心", 3500, 90, 88.0, (30.2700, 120.1440)),
 )
-VEHICLES_PER_ORG = {JGSW: 8, JYJ: 4, SCHOOL: 3, WJW: 5}
+VEHICLES_PER_ORG = {CENTRE: 8, EDU: 5, OFFICE: 4, CLINIC: 3}
+YARD_NAMES = {CENTRE: "hq-yard", EDU: "edu-yard", OFFICE: "beishan-yard", CLINIC: "clinic-yard"}
 
 
 def make_site() -> Site:
@@ -81,18 +83,17 @@ def make_site() -> Site:
     n = 0
     for org, count in VEHICLES_PER_ORG.items():
         yard = next(b for b in BUILDINGS if b.org == org)
-        fence = f"{org.rsplit('/', 1)[1]}-yard"
-        fences.append(Geofence(name=fence, org=org, circle=Circle(lat=yard.yard[0], lon=yard.yard[1], radius_m=150)))
+        fence = YARD_NAMES[org]
+        fences.append(Geofence(name=fence, org=org, circle=Circle(lat=yard.yard[0], lon=yard.yard[1], radius_m=300)))
         for _ in range(count):
             n += 1
             vehicles.append(Vehicle(id=f"veh-{n:04d}", plate=f"浙A·D{n:04d}", org=org, home=fence))
-    fences.append(Geofence(name="xihu-lake", polygon=((30.262, 120.136), (30.262, 120.152), (30.248, 120.152),
-                                                      (30.248, 120.136))))
     return Site(
         site=SiteInfo(name="demo-xihu"),
         orgs=(Org(path="330000", name="浙江省"), Org(path="330000/330100", name="杭州市"), Org(path=XIHU, name="西湖区"),
-              Org(path=JGSW, name="西湖区机关事务管理中心"), Org(path=JYJ, name="西湖区教育局"),
-              Org(path=SCHOOL, name="西湖区某小学"), Org(path=WJW, name="西湖区卫生健康局")),
+              Org(path=CENTRE, name="西湖区机关事务管理中心"), Org(path=EDU, name="西湖区教育局"),
+              Org(path=STREET, name="北山街道"), Org(path=OFFICE, name="北山街道办事处"),
+              Org(path=CLINIC, name="北山街道社区卫生服务中心")),
         buildings=tuple(Building(id=b.id, org=b.org, name=b.name, floor_area_m2=b.area, occupants=b.occupants)
                         for b in BUILDINGS),
         meters=tuple(meters), vehicles=tuple(vehicles), geofences=tuple(fences), api=Api())
@@ -218,7 +219,7 @@ def build(tmp_path: Path, days: int = 400, now_ns: int | None = None) -> Distric
             start = m0
             end = min(today + dt.timedelta(days=1), (start + dt.timedelta(days=32)).replace(day=1))
             actual = sum(kwh for day, kwh in d.daily[b.id].items() if start <= day < end)
-            frac = 0.04 + 0.06 * random.Random(f"{b.id}{start}").random() - (0.09 if b.id == "wjw-office" else 0.0)
+            frac = 0.04 + 0.06 * random.Random(f"{b.id}{start}").random() - (0.09 if b.id == "clinic" else 0.0)
             predicted = actual / (1.0 - frac)
             if k == 0:
                 d.savings[b.id] = (predicted, actual)
@@ -309,7 +310,7 @@ def build(tmp_path: Path, days: int = 400, now_ns: int | None = None) -> Distric
         pts.append(Point("fleet_indicator", {"scope": "vehicle", "id": v.id, "org": v.org, "period": "day"},
                          {"trips": n_trips, "mileage_km": 0.0, "dispatched": bool(n_trips)}, today0))
     for org, o in org_fleet.items():
-        o["holiday_trips"] = 1 if org == WJW else 0
+        o["holiday_trips"] = 1 if org == CLINIC else 0
         o["utilisation"] = o["in_use_h"] / (o["in_service"] * 9.0)
         o["dispatch_rate"] = o["dispatched"] / o["in_service"]
     for org in list(org_fleet):
@@ -329,9 +330,9 @@ def build(tmp_path: Path, days: int = 400, now_ns: int | None = None) -> Distric
                           "provisional_calendar": False}, today0))
     d.fleet = org_fleet
     alert_t = max(today0 + NS, now - 1800 * NS)
-    pts.append(Point("alert", {"vehicle": "veh-0003", "org": JGSW, "kind": "overspeed"},
+    pts.append(Point("alert", {"vehicle": "veh-0003", "org": CENTRE, "kind": "overspeed"},
                      {"speed_kmh": 92.0, "limit_kmh": 80.0, "message": "浙A·D0003 above 80 km/h"}, alert_t))
-    pts.append(Point("alert", {"meter": "wjw-office-main", "org": WJW, "rule": "night_load_above_base"},
+    pts.append(Point("alert", {"meter": "clinic-main", "org": CLINIC, "rule": "night_load_above_base"},
                      {"message": "night load 38 kW above base 21 kW"}, alert_t + NS))
     store.write_points(pts)
     live.update(sorted((p for p in pts if p.measurement in ("meter", "position")), key=lambda p: p.time_ns))
@@ -358,7 +359,7 @@ def rollup_rows(d: District, org: str, period: str) -> list[dict[str, Any]]:
         pred = sum(d.savings[b.id][0] for b in bs)
         act = sum(d.savings[b.id][1] for b in bs)
         f = d.fleet.get(inst, {})
-        rows.append({"org": inst, "name": names[inst], "level": len(inst.split("/")) - len(org.split("/")),
+        rows.append({"org": inst, "name": names[inst], "level": "institution",
                      "buildings": len(bs), "floor_area_m2": area, "occupants": people, "kwh": kwh,
                      "kwh_per_m2": kwh / area, "kgce": kwh * KGCE_PER_KWH, "kgce_per_person": kwh * KGCE_PER_KWH / people,
                      "quota_kwh_per_m2": QUOTA_KWH_M2, "quota_progress": ytd / area / QUOTA_KWH_M2,

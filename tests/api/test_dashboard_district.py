@@ -66,19 +66,20 @@ def test_district_ranking_links_down_to_an_institution_with_a_year_of_indicators
         wait_view(d, "district")
         full_page_screenshot(d, ARTIFACTS / "dashboard-district-ranking.png")
 
-        # down to the institution with the most kWh/m² (卫健局): its energy view, every card filled
+        # down to the institution with the most kWh/m² (the clinic, under the street office): its energy view
         last = d.find_elements(By.CSS_SELECTOR, "#rollup-table tbody tr")[-1]
-        assert last.get_attribute("data-org") == district.WJW
+        assert last.get_attribute("data-org") == district.CLINIC and "under 北山街道" in last.text
         last.find_element(By.CSS_SELECTOR, "a.inst").click()
-        wait(lambda: "#energy?org=330000/330100/330106/wjw" in d.current_url, what="link down")
+        wait(lambda: "#energy?org=330000/330100/330106/330106004/inst-102" in d.current_url, what="link down")
         wait_view(d, "energy")
-        assert d.find_element(By.CSS_SELECTOR, "#scope a.here").text == "西湖区卫生健康局"
+        assert [a.text for a in d.find_elements(By.CSS_SELECTOR, "#scope a")] == [
+            "浙江省", "杭州市", "西湖区", "北山街道", "北山街道社区卫生服务中心"]
         cards = d.find_elements(By.CSS_SELECTOR, "#buildings .card")
-        assert [c.get_attribute("data-building") for c in cards] == ["wjw-office"]
-        for dd in cards[0].find_elements(By.CSS_SELECTOR, "dd"):
+        assert [c.get_attribute("data-building") for c in cards] == ["clinic"]
+        for dd in cards[0].find_elements(By.CSS_SELECTOR, "dd"):    # every card holds a value
             assert "—" not in dd.text, (dd.get_attribute("id"), dd.text)
-        assert "over by" in d.find_element(By.ID, "savings-wjw-office").text      # this one consumes above its baseline
-        assert number(d.find_element(By.ID, "ytd-wjw-office").text) > 0
+        assert "over by" in d.find_element(By.ID, "savings-clinic").text      # this one consumes above its baseline
+        assert number(d.find_element(By.ID, "ytd-clinic").text) > 0
         # the year against the baseline: 12 months, each a bar, and the savings of the periods in range
         wait(lambda: d.find_element(By.ID, "chart-energy").get_attribute("data-buckets") == "12", what="year chart")
         assert d.find_element(By.ID, "chart-energy").get_attribute("data-unit") == "kWh per month"
