@@ -3,7 +3,7 @@ levels, 5 buildings, 30 meters, 20 vehicles, 400 days), in a real headless Chrom
 ranking is ordered and links down to an institution, every card of the institution's energy view
 holds a value, the charts read a year against the baseline and change with the range picker, and
 the fleet map draws every vehicle, tracks and geofences. No console errors. Screenshots go to
-tests/artifacts/ (dashboard-district-*.png)."""
+tests/artifacts/ (dashboard-fixture-*.png)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_district_ranking_links_down_to_an_institution_with_a_year_of_indicators
         wait(lambda: d.find_element(By.CSS_SELECTOR, "th.sorted").get_attribute("data-sort") == "kwh_per_m2",
              what="re-ranked")
         wait_view(d, "district")
-        full_page_screenshot(d, ARTIFACTS / "dashboard-district-ranking.png")
+        full_page_screenshot(d, ARTIFACTS / "dashboard-fixture-district.png")
 
         # down to the institution with the most kWh/m² (the clinic, under the street office): its energy view
         last = d.find_elements(By.CSS_SELECTOR, "#rollup-table tbody tr")[-1]
@@ -86,7 +86,7 @@ def test_district_ranking_links_down_to_an_institution_with_a_year_of_indicators
         assert int(d.find_element(By.ID, "chart-energy").get_attribute("data-values")) >= 24   # actual and baseline
         assert re.search(r"(saved|over by) [0-9,]+ kWh", d.find_element(By.ID, "chart-savings").text)
         assert int(d.find_element(By.ID, "chart-items").get_attribute("data-values")) >= 4 * 12
-        full_page_screenshot(d, ARTIFACTS / "dashboard-district-energy.png")
+        full_page_screenshot(d, ARTIFACTS / "dashboard-fixture-energy.png")
         # the range picker: a month by day
         d.find_element(By.CSS_SELECTOR, '#charts a[data-range="month"]').click()
         wait(lambda: d.find_element(By.ID, "chart-energy").get_attribute("data-unit") == "kWh per day", what="month")
@@ -108,7 +108,7 @@ def test_district_ranking_links_down_to_an_institution_with_a_year_of_indicators
         for card in d.find_elements(By.CSS_SELECTOR, "#fleet-summary .card .big"):
             assert "—" not in card.text or card.find_element(By.XPATH, "..").get_attribute("id") == "fleet-holiday"
         assert number(d.find_element(By.CSS_SELECTOR, "#fleet-dispatch .big").text) == pytest.approx(95, abs=0.5)
-        full_page_screenshot(d, ARTIFACTS / "dashboard-district-fleet.png")
+        full_page_screenshot(d, ARTIFACTS / "dashboard-fixture-fleet.png")
         assert severe(d) == []
     finally:
         d.quit()
