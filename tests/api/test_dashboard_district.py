@@ -109,6 +109,10 @@ def test_district_ranking_links_down_to_an_institution_with_a_year_of_indicators
             assert "—" not in card.text or card.find_element(By.XPATH, "..").get_attribute("id") == "fleet-holiday"
         assert number(d.find_element(By.CSS_SELECTOR, "#fleet-dispatch .big").text) == pytest.approx(95, abs=0.5)
         full_page_screenshot(d, ARTIFACTS / "dashboard-fixture-fleet.png")
+        # a trip's row shows it on the map
+        d.find_element(By.CSS_SELECTOR, "#trip-table tbody tr.clickable").click()
+        wait(lambda: d.find_elements(By.CSS_SELECTOR, "#trip-table tbody tr.on"), what="trip shown")
+        assert d.find_elements(By.CSS_SELECTOR, '#map path.trip[stroke="#e8731a"]')
         assert severe(d) == []
     finally:
         d.quit()

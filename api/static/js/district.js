@@ -39,11 +39,11 @@ export async function loadDistrict(ctx) {
   tb.replaceChildren();
   const maxKwhM2 = Math.max(...data.rows.map((r) => r.kwh_per_m2 || 0), 1e-9);
   data.rows.forEach((r, i) => {
-    const parent = r.org.split("/").slice(0, -1).join("/");
+    const parent = r.org.split("/").slice(0, -1).join("/");   // named when it is not the org in view (a street office)
     tb.append(el("tr", { "data-org": r.org, "data-rank": String(i + 1) },
       el("td", { class: "num" }, String(i + 1)),
       el("td", {}, el("a", { href: ctx.link("energy", { org: r.org }), class: "inst" }, r.name || r.org),
-        r.level > 1 && names[parent] ? el("div", { class: "unit" }, `under ${names[parent]}`) : null,
+        parent !== data.org && names[parent] ? el("div", { class: "unit" }, `under ${names[parent]}`) : null,
         el("div", { class: "unit" }, el("a", { href: ctx.link("fleet", { org: r.org }) }, "fleet"), " · ",
           el("a", { href: ctx.link("energy", { org: r.org }) }, "energy"))),
       el("td", { class: "num" }, fmt(r.buildings, 0), el("div", { class: "unit" }, `${fmt(r.floor_area_m2, 0)} m²`)),
@@ -69,18 +69,22 @@ function cell(f, r, f2, maxKwhM2) {
   return f2(v);
 }
 
+/** The rows no other row contains (an org's figures include what is below it: counted once). */
+function outermost(rows) { return rows.filter((r) => !rows.some((o) => o !== r && r.org.startsWith(o.org + "/"))); }
+
 function summaryCards(data, period) {
-  const sum = (f) => data.rows.filter((r) => r.level === 1).reduce((a, r) => a + (r[f] || 0), 0);
+  const top = outermost(data.rows);
+  const sum = (f) => top.reduce((a, r) => a + (r[f] || 0), 0);
   const area = sum("floor_area_m2"), kwh = sum("kwh"), kgce = sum("kgce"), people = sum("occupants");
-  const saved = data.rows.filter((r) => r.level === 1 && r.savings_kwh != null);
+  const saved = top.filter((r) => r.savings_kwh != null);
   const veh = sum("vehicles");
-  const dispatched = data.rows.filter((r) => r.level === 1).reduce((a, r) => a + (r.dispatch_rate || 0) * (r.vehicles || 0), 0);
+  const dispatched = top.reduce((a, r) => a + (r.dispatch_rate || 0) * (r.vehicles || 0), 0);
   const label = { day: "today", month: "this month", year: "this year" }[period];
   const card = (title, big, ...rest) => el("div", { class: "card stat" }, el("h3", {}, title), el("div", { class: "big" }, big), ...rest);
   return [
     card(`energy ${label}`, `${fmt(kwh, 0)} kWh`, el("div", { class: "muted" }, `${fmt(area ? kwh / area : null, 2)} kWh/m² · ${fmt(people ? kgce / people : null, 2)} kgce/person`)),
     card("savings against baseline", saved.length ? `${fmt(saved.reduce((a, r) => a + r.savings_kwh, 0), 0)} kWh` : "—",
-      el("div", { class: "muted" }, saved.length ? `${saved.length} of ${data.rows.filter((r) => r.level === 1).length} institutions with a sufficient baseline` : "no sufficient baseline for this period")),
+      el("div", { class: "muted" }, saved.length ? `${saved.length} of ${top.length} institutions with a sufficient baseline` : "no sufficient baseline for this period")),
     card("institutions", fmt(data.rows.length, 0), el("div", { class: "muted" }, `${fmt(sum("buildings"), 0)} buildings · ${fmt(area, 0)} m² · ${fmt(people, 0)} people`)),
     card("vehicles", fmt(veh, 0), el("div", { class: "muted" }, `出车率 ${pct(veh ? dispatched / veh : null, 0)} · holiday trips ${fmt(sum("holiday_trips"), 0)}`)),
   ];

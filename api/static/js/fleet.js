@@ -85,11 +85,18 @@ function renderTrips(trips) {
   for (const t of trips.slice().reverse()) {
     const v = t.values;
     const flags = [v.holiday ? "holiday" : null, v.weekend ? "weekend" : null, v.off_hours ? "off-hours" : null].filter(Boolean).join(", ");
-    tb.append(el("tr", { "data-vehicle": t.tags.vehicle }, el("td", {}, clock(t.time)), el("td", {}, plate[t.tags.vehicle] || t.tags.vehicle || ""),
+    const start = Date.parse(t.time);
+    tb.append(el("tr", { "data-vehicle": t.tags.vehicle, class: "clickable", title: "show on the map",
+                         onclick: (e) => { if (fleet.map && fleet.map.showTrip(t.tags.vehicle, start)) markRow(e.currentTarget); } },
+      el("td", {}, clock(t.time)), el("td", {}, plate[t.tags.vehicle] || t.tags.vehicle || ""),
       el("td", { class: "num" }, fmt(v.distance_km, 1)), el("td", { class: "num" }, fmt(v.duration_s != null ? v.duration_s / 60 : null, 0)),
       el("td", {}, flags ? el("span", { class: "status idle" }, flags) : "")));
   }
   if (!trips.length) tb.append(el("tr", {}, el("td", { colspan: 5, class: "muted" }, "no trip today yet")));
+}
+
+function markRow(row) {
+  for (const r of row.parentNode.children) r.classList.toggle("on", r === row);
 }
 
 // JT/T 808 terminal of a vehicle (GET /v1/terminals): online or offline, with what the dispatcher asks next

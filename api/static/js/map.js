@@ -60,6 +60,8 @@ export class FleetMap {
                     trips: L.layerGroup().addTo(this.map), vehicles: L.layerGroup().addTo(this.map) };
     this.markers = {};
     this.tracks = {};
+    this.tripLines = {};
+    this.positions = {};
     this.grid = null;
     this.tiles = null;
     this.fitted = false;
@@ -112,8 +114,21 @@ export class FleetMap {
     this.tracks[vehicle] = { line, fixes };
     for (const [s, e] of trips) {
       const seg = fixes.filter((f) => f[2] >= s && f[2] <= e).map((f) => [f[0], f[1]]);
-      if (seg.length > 1) L.polyline(seg, { color: "#17324d", weight: 3, opacity: 0.7, className: "trip" }).addTo(this.layers.trips);
+      if (seg.length > 1) {
+        const line = L.polyline(seg, { color: "#17324d", weight: 3, opacity: 0.7, className: "trip" }).addTo(this.layers.trips);
+        this.tripLines[`${vehicle}@${s}`] = line;
+      }
     }
+  }
+
+  /** Show one trip: zoomed to, drawn on top in orange. */
+  showTrip(vehicle, startMs) {
+    const line = this.tripLines[`${vehicle}@${startMs}`];
+    for (const l of Object.values(this.tripLines)) l.setStyle({ color: "#17324d", weight: 3 });
+    if (!line) return false;
+    line.setStyle({ color: "#e8731a", weight: 5 }).bringToFront();
+    this.map.fitBounds(line.getBounds(), { padding: [40, 40], maxZoom: 16 });
+    return true;
   }
 
   extendTrack(vehicle, lat, lon, ms) {
@@ -129,9 +144,11 @@ export class FleetMap {
     if (!m) {
       m = L.circleMarker([p.lat, p.lon], { radius: 7, weight: 2, color: "#fff", fillOpacity: 1, className: "vehicle" });
       m.bindTooltip(p.plate || p.vehicle, { permanent: true, direction: "right", offset: [8, 0], className: "plate" });
+      m.bindPopup(() => popupText(this.positions[p.vehicle]));
       m.addTo(this.layers.vehicles);
       this.markers[p.vehicle] = m;
     }
+    this.positions[p.vehicle] = p;
     m.setLatLng([p.lat, p.lon]);
     m.setStyle({ fillColor: color });
     m.getElement && m.getElement() && m.getElement().setAttribute("data-vehicle", p.vehicle);
@@ -150,6 +167,14 @@ export class FleetMap {
   }
 
   invalidate() { this.map.invalidateSize(); }
+}
+
+function popupText(p) {
+  const t = p.time ? p.time.slice(11, 16) : "—";
+  const speed = p.speed_kmh == null ? "—" : Math.round(p.speed_kmh);
+  const div = document.createElement("div");
+  div.textContent = `${p.plate || ""} ${p.vehicle} · ${p.status} · ${speed} km/h · last fix ${t}`;
+  return div;
 }
 
 function hostOf(url) { try { return new URL(url.replace(/\{s\}/g, "a")).host; } catch (e) { return url; } }
