@@ -161,3 +161,43 @@ def test_fleet_map_falls_back_to_the_grid_when_tiles_fail_and_asks_gcj02_for_gcj
             assert errors == []
         finally:
             d.quit()
+
+
+def test_a_viewer_key_within_its_rate_limit_sees_its_org_only(tmp_path):
+    """With auth on the page asks for a key, keeps it, and sees the key's org only (a district
+    viewer of 西湖区: its institution's building, not 拱墅区's); the rate limit's 429s (a burst of 8
+    for the page's first requests) are waited out, so every view still loads."""
+    from selenium.webdriver.common.by import By
+
+    from tests.api.apienv import XIHU, build_env
+
+    env = build_env(tmp_path, auth=True, rate_per_s=10.0, burst=8.0)
+    _, token = env.keys.create(XIHU, "viewer")
+    try:
+        with ThreadedServer(create_app(env.ctx)) as srv:
+            d = driver_for(tmp_path)
+            try:
+                d.get(srv.url + "/#energy")
+                wait(lambda: d.find_element(By.ID, "login").is_displayed(), what="the key asked for")
+                d.find_element(By.ID, "key-input").send_keys(token)
+                d.find_element(By.ID, "key-save").click()
+                wait_view(d, "energy", timeout_s=30)
+                assert [c.get_attribute("data-building") for c in d.find_elements(By.CSS_SELECTOR, "#buildings .card")] == ["hq"]
+                assert d.find_element(By.CSS_SELECTOR, "#scope a.here").text == "西湖区机关事务管理中心"
+                d.get(srv.url + "/#fleet")
+                wait_view(d, "fleet", timeout_s=30)
+                assert [r.get_attribute("data-vehicle") for r in d.find_elements(By.CSS_SELECTOR, "#vehicle-table tbody tr")] == ["veh-01"]
+                # another org in the address: the API's refusal, shown, no data
+                d.get(srv.url + "/#energy?org=330000/330100/330105/inst-007")
+                wait(lambda: d.find_element(By.ID, "problem").is_displayed(), what="refusal shown")
+                assert "not within your key's org" in d.find_element(By.ID, "problem").text
+                assert d.find_elements(By.CSS_SELECTOR, '#buildings .card[data-building="b7"]') == []
+                severe = [e for e in d.get_log("browser") if e["level"] == "SEVERE"
+                          and " 429 " not in e["message"] and " 401 " not in e["message"] and " 403 " not in e["message"]
+                          and " 404 " not in e["message"]]
+                assert severe == []
+            finally:
+                d.quit()
+    finally:
+        env.store.close()
+        env.keys.close()

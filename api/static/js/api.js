@@ -9,10 +9,16 @@ export class ApiError extends Error {
   constructor(status, detail, path) { super(`${status} ${detail} (${path})`); this.status = status; this.detail = detail; }
 }
 
-/** GET a /v1 path; 401 asks for a key; other errors are thrown with the problem's detail. */
+/** GET a /v1 path; 401 asks for a key; 429 (the key's rate limit) waits as told and tries again;
+ * other errors are thrown with the problem's detail. */
 export async function api(path, { quiet404 = false } = {}) {
   const headers = session.key ? { Authorization: "Bearer " + session.key } : {};
-  const r = await fetch(path, { headers });
+  let r = await fetch(path, { headers });
+  for (let i = 0; r.status === 429 && i < 5; i++) {
+    const wait = Math.min(10, Number(r.headers.get("Retry-After")) || 1);
+    await new Promise((ok) => setTimeout(ok, wait * 1000));
+    r = await fetch(path, { headers });
+  }
   if (r.status === 401) { showLogin(); throw new ApiError(401, "a key is needed", path); }
   if (!r.ok) {
     if (quiet404 && r.status === 404) return null;
