@@ -95,9 +95,12 @@ def test_district_ranking_links_down_to_an_institution_with_a_year_of_indicators
         wait(lambda: d.find_element(By.ID, "chart-energy").get_attribute("data-unit") == "kWh per hour", what="day")
         assert int(d.find_element(By.ID, "chart-energy").get_attribute("data-values")) >= 1
 
-        # the district's fleet: every vehicle on the map, today's tracks, the geofences
-        d.find_element(By.CSS_SELECTOR, "#scope a[data-org='330000/330100/330106']").click()
+        # the clinic's fleet: its 3 vehicles; then up to the district's: all 20, today's tracks, the geofences
         d.find_element(By.ID, "tab-fleet").click()
+        wait_view(d, "fleet")
+        wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "#map path.vehicle")) == 3, what="the clinic's 3 vehicles")
+        d.find_element(By.CSS_SELECTOR, "#scope a[data-org='330000/330100/330106']").click()
+        wait(lambda: "#fleet?org=330000/330100/330106" in d.current_url, what="up to the district")
         wait_view(d, "fleet")
         wait(lambda: len(d.find_elements(By.CSS_SELECTOR, "#map path.vehicle")) == 20, what="20 vehicle markers")
         tracks = d.find_elements(By.CSS_SELECTOR, "#map path.track")

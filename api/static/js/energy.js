@@ -5,7 +5,7 @@
 
 import { api, pages, q } from "./api.js";
 import { energyChart, stackedChart, caption } from "./charts.js";
-import { $, addDays, addMonths, clock, dayStart, el, fmt, fmtAuto, isoDay, localDay, localIso, parseDay, pct } from "./util.js";
+import { $, addDays, addMonths, clock, dayStart, el, fmt, fmtAuto, isoDay, localDay, localIso, parseDay, pct, pending } from "./util.js";
 
 export const QUOTA_KWH_M2_YEAR = 70; // GB/T 51161-2016 constraint value, office A-class, HSCW zone: unconfirmed default
 const ITEM_COLORS = { "01A": "#6eb435", "01B": "#138baa", "01C": "#7b61c9", "01D": "#e89b1a", "02": "#4aa3df", "03": "#c9a227",
@@ -181,7 +181,8 @@ function renderBuildings(ctx) {
       el("div", { class: "bar", title: "the year's kWh/m² against the quota" },
         el("span", { class: quota > 1 ? "over" : "", style: `width:${Math.min(100, 100 * (quota || 0)).toFixed(1)}%` })),
       renderItems(b),
-      el("div", { class: "small" }, el("a", { href: ctx.link("energy", { subject: b.id, range: ctx.params.get("range") }), "data-scroll": "charts" }, "charts ↓"))));
+      el("div", { class: "small" }, el("a", { href: ctx.link("energy", { subject: b.id, range: ctx.params.get("range") }),
+                                    onclick: () => { pending.scrollTo = "charts"; } }, "charts ↓"))));
   }
   if (!energy.buildings.length) box.append(el("p", { class: "muted" }, "no building in this org"));
 }

@@ -26,6 +26,8 @@ export async function loadFleet(ctx, site) {
     Promise.all([["day", t0], ["month", m0], ["year", y0]].map(([period, from]) =>
       pages(q("/v1/indicators/fleet", { scope: "org", id: org, period, from: localIso(from) })).catch(() => [])))]);
   fleet.vehicles = vehicles;
+  fleet.latest = {};
+  m.clear();
   for (const p of latest) fleet.latest[p.vehicle] = p;
   await loadTerminals(org).catch(() => {});
   renderSummary(ind.map((rows) => (rows.length ? rows[rows.length - 1].values : null)), vehicles.length);

@@ -7,7 +7,7 @@ import { api, pages, session, ApiError } from "./api.js";
 import { loadDistrict } from "./district.js";
 import { energy, loadEnergy, updateMeterRow, updatePower } from "./energy.js";
 import { fleet, loadFleet, loadTerminals, addAlert, onPosition } from "./fleet.js";
-import { $, $$, el, setTimeZone } from "./util.js";
+import { $, el, pending, setTimeZone } from "./util.js";
 
 const VIEWS = ["district", "energy", "fleet"];
 const app = { site: null, tree: [], names: {}, parent: {}, owners: new Set(), loaded: {}, org: null, source: null };
@@ -84,6 +84,7 @@ async function show() {
   app.loaded[view] = key;
   const box = $(`#view-${view}`);
   box.classList.add("loading");
+  box.dataset.loaded = "0";
   $("#problem").hidden = true;
   try {
     if (view === "district") await loadDistrict(ctx());
@@ -100,8 +101,7 @@ async function show() {
   } finally {
     box.classList.remove("loading");
   }
-  const scrollTo = document.activeElement && document.activeElement.dataset && document.activeElement.dataset.scroll;
-  if (scrollTo) $(`#${scrollTo}`).scrollIntoView();
+  if (pending.scrollTo) { const target = $(`#${pending.scrollTo}`); pending.scrollTo = null; if (target) target.scrollIntoView(); }
 }
 
 // ---- live

@@ -154,6 +154,12 @@ export class FleetMap {
     m.getElement && m.getElement() && m.getElement().setAttribute("data-vehicle", p.vehicle);
   }
 
+  /** Forget the vehicles, tracks and trips drawn (another org). */
+  clear() {
+    for (const k of ["tracks", "trips", "vehicles"]) this.layers[k].clearLayers();
+    this.markers = {}; this.tracks = {}; this.tripLines = {}; this.positions = {};
+  }
+
   /** Zoom to what is drawn, once (the dispatcher's pans are kept afterwards). */
   fit(force = false) {
     if (this.fitted && !force) return;

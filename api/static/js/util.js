@@ -1,6 +1,8 @@
 // Small helpers shared by the views: DOM building, number and date formatting in the site's time zone.
 
 export const $ = (sel, root = document) => root.querySelector(sel);
+/** Where to scroll once the view has rendered (a link's wish: "charts ↓"). */
+export const pending = { scrollTo: null };
 export const $$ = (sel, root = document) => [...root.querySelectorAll(sel)];
 
 export function el(tag, attrs, ...kids) {
