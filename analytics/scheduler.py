@@ -32,19 +32,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
+from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+from analytics.energy.baseline import parse_temperature_csv
+from analytics.energy.baseline_jobs import baseline_day_points, baseline_points
 from analytics.energy.eventlog import MeterEventLog
 from analytics.energy.factors import CARRIER_FIELD, Confidence, Factor, FactorSet
 from analytics.energy.jobs import (
     CHUNK_ROWS,
     ArraySource,
+    DailyUse,
     EnergyReport,
     LoopSource,
     MeterInfo,
+    baselines_from_days,
     buildings_from_site,
     compute_energy_range,
     merge_counter_series,
@@ -53,12 +59,13 @@ from analytics.energy.jobs import (
 )
 from analytics.fleet.geo import fences_from_config
 from analytics.fleet.indicators import WorkingTime, vehicle_infos
-from analytics.fleet.jobs import params_from_config, run_fleet_chunked
+from analytics.fleet.jobs import compute_fleet_days, load_positions, params_from_config, run_fleet_chunked
+from analytics.fleet.rollup import from_fields, period_points
 from analytics.periods import NS_PER_DAY, QUARTER_NS, LocalCalendar, Period
 from analytics.workcal import FILL_FIELDS, WorkCalendar, provisional_notice
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.config import Site
-from edge.errors import OutboxFull
+from edge.errors import EdgeError, OutboxFull
 from edge.ingest import Ingest
 from edge.memory import release_free_memory
 from edge.point import Point
@@ -141,6 +148,9 @@ class IndicatorJob:
         self._scanned = False                        # the store read back for flagged days (first pass)
         self._scan_failed = False
         self._noticed_on: dt.date | None = None      # the local day the provisional warning was last logged
+        self._weather: tuple | None = None           # ((path, mtime, size), (times_ns, temp_c)) of analytics.weather_csv
+        self._weather_failed: str | None = None
+        self._weather_said = False
 
     # -- the holiday calendar -------------------------------------------------------------------
     def provisional_years(self) -> list[int]:
@@ -291,9 +301,17 @@ class IndicatorJob:
             years.add(closed.year)
         for y in sorted(years):  # the year to date (or the whole of a past year: a late day, a calendar change)
             points += await self.energy(dt.date(y, 1, 1), min(closed, dt.date(y, 12, 31)), (Period.year,))
+        if self.site.vehicles and redo:
+            # the months and years of the days redone, from their day rows (stored, and these fresh ones)
+            months = {(d.year, d.month) for d in redo if d <= closed}
+            points += await self.fleet_periods(months, {y for y, _ in months}, closed, points)
+        if self.last_closed != closed:
+            points += await self.baselines(closed, points)
         return points
 
-    async def energy(self, first: dt.date, last: dt.date, periods: Sequence[Period]) -> list[Point]:
+    async def energy(self, first: dt.date, last: dt.date, periods: Sequence[Period], raw: bool = False) -> list[Point]:
+        """Energy rows of ``periods`` over local days first..last. ``raw``: read every reading (a
+        history of 15-minute readings), never 15-minute windows of them."""
         if not self.meters or last < first:
             return []
         self._note(first, last)
@@ -301,7 +319,7 @@ class IndicatorJob:
         end = self.cal.midnight_ns(last) + NS_PER_DAY + QUARTER_NS
         now = self.clock.now_ns()
         split = now - now % QUARTER_NS  # start of the quarter in progress
-        windows = self._expected_readings(start, end) > RAW_READINGS_MAX
+        windows = not raw and self._expected_readings(start, end) > RAW_READINGS_MAX
 
         async def fetch(ms: Sequence[MeterInfo]) -> ArraySource:
             """One chunk of meters (whole meter trees): the pass reads chunk by chunk, so its working
@@ -341,6 +359,225 @@ class IndicatorJob:
         start = self.cal.midnight_ns(first)
         end = min(self.cal.midnight_ns(last) + NS_PER_DAY, now + 1)
         return await run_fleet_chunked(self.query, infos, start, end, wt, now, "day", params)
+
+    # -- history -------------------------------------------------------------------------------
+    def closed_day(self, now_ns: int | None = None) -> dt.date:
+        """The last local day closed at ``now_ns`` (``settle_s`` after its midnight end)."""
+        now = self.clock.now_ns() if now_ns is None else now_ns
+        return self.cal.date_of(int(self.cal.local_day_index(now - int(self.site.analytics.settle_s * NS))) - 1)
+
+    async def backfill(self, first: dt.date, last: dt.date, progress: Callable[[str, int], None] | None = None,
+                       submit_rows: int = 20_000) -> int:
+        """Every indicator of the closed days ``first``..``last`` after a history was imported
+        (``edge.bulk``; ``edge backfill``, ``edge demo``), submitted as any pass's points: energy
+        (days, months, years) in one chunked pass over the range; fleet a month at a time, each
+        month's positions read once and segmented once (``compute_fleet_days``), then the months
+        and years from the day rows; then the baselines of ``last``. Afterwards the job takes
+        ``last`` as its last closed day, so its next pass computes today only. ``progress(stage,
+        n)``: ``n`` more units of ``stage`` done (energy: 1; fleet: days; baselines: 1). Returns
+        the points submitted."""
+        now = self.clock.now_ns()
+        tell = progress or (lambda stage, n: None)
+        submitted = 0
+
+        async def submit(points: list[Point]) -> None:
+            nonlocal submitted
+            for i in range(0, len(points), submit_rows):
+                await self.ingest.submit(points[i:i + submit_rows])
+            submitted += len(points)
+
+        t0 = time.perf_counter()
+        # a history is 15-minute readings: read them as they are (a third of the time of windows over them)
+        energy = await self.energy(first, last, (Period.day, Period.month, Period.year), raw=True)
+        t1 = time.perf_counter()
+        meter_days = [p for p in energy if p.measurement == "energy_indicator" and p.tags.get("scope") == "meter"
+                      and p.tags.get("period") == "day"]
+        await submit(energy)
+        del energy
+        tell("energy", 1)
+        log.info("history: energy computed in %.1f s, submitted in %.1f s", t1 - t0, time.perf_counter() - t1)
+        t0 = time.perf_counter()
+        if self.site.vehicles:
+            self._note(first, last)
+            infos = vehicle_infos(self.site.vehicles, fences_from_config(self.site.geofences))
+            wt = WorkingTime.from_workcal(self.workcal)
+            params, _ = params_from_config(self.site.fleet)
+            margin = int(params.margin_s * NS)
+            days: dict[int, list] = {}
+            d = first
+            while d <= last:
+                end = min(_month_end(d), last)
+                n = (end - d).days + 1
+                lo = self.cal.midnight_ns(d)
+                src = await load_positions(self.query, [v.id for v in infos], lo - margin, lo + n * NS_PER_DAY + margin)
+                pts, per_day = await asyncio.to_thread(compute_fleet_days, src, infos, lo, n, wt, now, params)
+                del src
+                await submit(pts)
+                for k, pv in enumerate(per_day):
+                    days[lo + k * NS_PER_DAY] = pv
+                tell("fleet", n)
+                d = end + dt.timedelta(days=1)
+            periods: list[Point] = []
+            months = sorted({(x.year, x.month) for x in (self.cal.date_of(int(self.cal.local_day_index(t))) for t in days)})
+            spans = [("month", dt.date(y, m, 1), min(last, _month_end(dt.date(y, m, 1)))) for y, m in months]
+            spans += [("year", dt.date(y, 1, 1), min(last, dt.date(y, 12, 31))) for y in sorted({y for y, _ in months})]
+            for period, a, b in spans:
+                lo, hi = self.cal.midnight_ns(a), self.cal.midnight_ns(b) + NS_PER_DAY
+                periods += period_points([v for t, v in sorted(days.items()) if lo <= t < hi], infos, period, lo,
+                                         provisional_calendar=wt.provisional_between(lo, hi))
+            await submit(periods)
+        log.info("history: fleet in %.1f s", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        # the baselines as the service would have written them day by day: each month's as of its
+        # last day (its report, its anomalous days), the year's and the day rows as of ``last``
+        ends = sorted({min(_month_end(dt.date(y, m, 1)), last) for y, m in _months(first, last)})
+        for d in ends:
+            await submit(await self.baselines(d, meter_days, day_rows=d == last))
+        tell("baselines", 1)
+        log.info("history: baselines in %.1f s", time.perf_counter() - t0)
+        self.last_closed = last
+        self._fleet_at = None
+        return submitted
+
+    # -- fleet months and years -----------------------------------------------------------------
+    async def fleet_periods(self, months: set[tuple[int, int]], years: set[int], closed: dt.date,
+                            fresh: Sequence[Point] = ()) -> list[Point]:
+        """Fleet rows of these months and years (to ``closed``) from the vehicles' day rows
+        (``analytics.fleet.rollup``): those stored, replaced by ``fresh`` ones (a pass's own, not yet
+        stored)."""
+        if not self.site.vehicles or not (months or years):
+            return []
+        infos = vehicle_infos(self.site.vehicles, fences_from_config(self.site.geofences))
+        wt = WorkingTime.from_workcal(self.workcal)
+        spans = [("month", dt.date(y, m, 1), min(closed, _month_end(dt.date(y, m, 1)))) for y, m in sorted(months)]
+        spans += [("year", dt.date(y, 1, 1), min(closed, dt.date(y, 12, 31))) for y in sorted(years)]
+        first = min(a for _, a, _ in spans)
+        rows = await self.vehicle_days(first, closed, fresh)
+        out: list[Point] = []
+        for period, a, b in spans:
+            if b < a:
+                continue
+            lo, hi = self.cal.midnight_ns(a), self.cal.midnight_ns(b) + NS_PER_DAY
+            days = [v for t, v in sorted(rows.items()) if lo <= t < hi]
+            out += period_points(days, infos, period, lo, provisional_calendar=wt.provisional_between(lo, hi))
+        return out
+
+    async def vehicle_days(self, first: dt.date, last: dt.date, fresh: Sequence[Point] = ()) -> dict[int, list]:
+        """The vehicles' fleet day rows of ``first``..``last`` by day start, as ``VehicleIndicators``."""
+        by: dict[tuple[int, str], dict] = {}
+        lo, hi = self.cal.midnight_ns(first), self.cal.midnight_ns(last) + NS_PER_DAY
+        fields = await self.query.field_keys("fleet_indicator") if hasattr(self.query, "field_keys") else []
+        if fields:
+            for s in await self.query.raw("fleet_indicator", fields, lo, hi, Where(tags={"scope": "vehicle", "period": "day"})):
+                vid = s.tags.get("id", "")
+                for t, v in zip(np.asarray(s.times_ns).tolist(), s.values.tolist()):
+                    by.setdefault((int(t), vid), {"org": s.tags.get("org", "")})[s.field] = v
+        for p in fresh:
+            if p.measurement == "fleet_indicator" and p.tags.get("scope") == "vehicle" and p.tags.get("period") == "day" \
+                    and lo <= p.time_ns < hi:
+                by[(p.time_ns, p.tags["id"])] = {"org": p.tags.get("org", ""), **p.fields}
+        out: dict[int, list] = {}
+        for (t, vid), f in sorted(by.items()):
+            out.setdefault(t, []).append(from_fields(vid, str(f.pop("org")), f))
+        return out
+
+    # -- baselines ------------------------------------------------------------------------------
+    def weather(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The hourly temperature of ``analytics.weather_csv`` (read again when the file changes), or None."""
+        path = self.site.analytics.weather_csv
+        if not path:
+            return None
+        try:
+            st = Path(path).stat()
+            key = (path, st.st_mtime_ns, st.st_size)
+            if self._weather is None or self._weather[0] != key:
+                self._weather = (key, parse_temperature_csv(Path(path).read_text(encoding="utf-8")))
+        except (OSError, EdgeError) as e:
+            if self._weather_failed != str(e):
+                log.warning("weather file unreadable: baselines not computed", extra={"path": path, "reason": str(e)})
+                self._weather_failed = str(e)
+            return None
+        self._weather_failed = None
+        return self._weather[1]
+
+    async def baselines(self, closed: dt.date, fresh: Sequence[Point] = (), day_rows: bool = True) -> list[Point]:
+        """CalTRACK baselines of every physical meter when a day closes (docs/energy.md, "Baselines in
+        the service"): for the month so far (``period=month``, fitted on the 365 days before the
+        month) and the year so far (``period=year``, on the 365 days before 1 January), savings and
+        anomalous days of the month; and day by day the month's model against the use
+        (``energy_baseline_day``) over its baseline period and the month so far. Daily use is the
+        meters' ``energy_indicator`` day rows (stored, replaced by ``fresh`` ones). Without
+        ``analytics.weather_csv`` nothing is computed (said once)."""
+        meters = [m for m in self.meters if not m.virtual]
+        if not meters:
+            return []
+        weather = self.weather()
+        if weather is None:
+            if not self._weather_said and not self.site.analytics.weather_csv:
+                log.info("no analytics.weather_csv: weather-normalised baselines are not computed")
+                self._weather_said = True
+            return []
+        temp_t, temp_c = weather
+        month_first = closed.replace(day=1)
+        year_first = dt.date(closed.year, 1, 1)
+        first = min(month_first, year_first) - dt.timedelta(days=365)
+        use = await self.daily_use(meters, first, closed, fresh)
+        out: list[Point] = []
+        for period, rep_first in (("month", month_first), ("year", year_first)):
+            base = (rep_first - dt.timedelta(days=365), rep_first - dt.timedelta(days=1))
+            report = await asyncio.to_thread(baselines_from_days, use, meters, base, (rep_first, closed), temp_t, temp_c,
+                                             self.cal)
+            pts = baseline_points(report, meters, self.cal.midnight_ns(rep_first), period)
+            if period == "year":  # the month's days are judged against the month's model, not again here
+                pts = [p for p in pts if p.measurement != "energy_anomaly"]
+            elif day_rows:
+                pts += await asyncio.to_thread(baseline_day_points, report, meters, use, base[0], closed, rep_first,
+                                               temp_t, temp_c, self.cal)
+            out += pts
+        return out
+
+    async def daily_use(self, meters: Sequence[MeterInfo], first: dt.date, last: dt.date,
+                        fresh: Sequence[Point] = ()) -> DailyUse:
+        """The meters' day rows (``consumption_kwh`` or ``consumption_m3``, ``coverage``) over first..last."""
+        fd = self.cal.day_of(first)
+        use = DailyUse(fd, (last - first).days + 1)
+        lo, hi = self.cal.midnight_ns(first), self.cal.midnight_ns(last) + NS_PER_DAY
+        ids = tuple(sorted(m.id for m in meters))
+        cols: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        for s in await self.query.raw("energy_indicator", ["consumption_kwh", "consumption_m3", "coverage"], lo, hi,
+                                      Where(tags={"scope": "meter", "period": "day", "id": ids})):
+            cols[(s.tags.get("id", ""), s.field)] = (np.asarray(s.times_ns, dtype=np.int64), np.asarray(s.values, dtype=float))
+        for m in meters:
+            unit = "consumption_kwh" if CARRIER_FIELD[m.carrier][1] == "kWh" else "consumption_m3"
+            t, v = cols.get((m.id, unit), (np.empty(0, np.int64), np.empty(0)))
+            tc, c = cols.get((m.id, "coverage"), (np.empty(0, np.int64), np.empty(0)))
+            cov = np.full(len(t), np.nan)
+            if len(tc):
+                i = np.clip(np.searchsorted(tc, t), 0, len(tc) - 1)
+                cov = np.where(tc[i] == t, c[i], np.nan)
+            use.add(m.id, self.cal.local_day_index(t), v, cov)
+        by_meter: dict[str, list[Point]] = {}
+        for p in fresh:
+            if p.measurement == "energy_indicator" and p.tags.get("scope") == "meter" and p.tags.get("period") == "day" \
+                    and lo <= p.time_ns < hi:
+                by_meter.setdefault(p.tags["id"], []).append(p)
+        for m in meters:
+            ps = by_meter.get(m.id)
+            if ps:
+                unit = "consumption_kwh" if CARRIER_FIELD[m.carrier][1] == "kWh" else "consumption_m3"
+                use.add(m.id, self.cal.local_day_index(np.array([p.time_ns for p in ps], dtype=np.int64)),
+                        np.array([float(p.fields.get(unit, np.nan)) for p in ps]),
+                        np.array([float(p.fields.get("coverage", np.nan)) for p in ps]))
+        return use
+
+
+def _months(first: dt.date, last: dt.date) -> list[tuple[int, int]]:
+    out = []
+    y, m = first.year, first.month
+    while (y, m) <= (last.year, last.month):
+        out.append((y, m))
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
 
 
 def _month_end(first: dt.date) -> dt.date:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -66,6 +66,19 @@ def _parse_hhmm(s: str, what: str) -> int:
     if not 0 <= minutes <= 24 * 60:
         raise ConfigError(f"{s!r} is not a time of day", obj="analytics", field=what)
     return minutes
+
+
+@lru_cache(maxsize=None)
+def _package_workday(d: dt.date) -> bool:
+    """``chinese_calendar.is_workday``, remembered: the package checks its year range on every call
+    (about 0.1 ms), and a fleet pass over a month asks for the same days thousands of times."""
+    return bool(_cc.is_workday(d))
+
+
+@lru_cache(maxsize=None)
+def _package_holiday(d: dt.date) -> bool:
+    on_holiday, name = _cc.get_holiday_detail(d)
+    return bool(on_holiday and name is not None)
 
 
 @dataclass(frozen=True)
@@ -139,7 +152,7 @@ class WorkCalendar:
         if d in hol:
             return False
         if self.package_years and self.package_years[0] <= d.year <= self.package_years[1]:
-            return bool(_cc.is_workday(d))
+            return _package_workday(d)
         return d.weekday() < 5  # a config-covered year's other days, or a provisional year
 
     def is_statutory_holiday(self, d: dt.date) -> bool:
@@ -152,8 +165,7 @@ class WorkCalendar:
         if d in hol:
             return True
         if self.package_years and self.package_years[0] <= d.year <= self.package_years[1]:
-            on_holiday, name = _cc.get_holiday_detail(d)
-            return bool(on_holiday and name is not None)
+            return _package_holiday(d)
         return False
 
     def changed_days(self, other: "WorkCalendar", first: dt.date, last: dt.date) -> list[dt.date]:

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from api import problems, terminals
 from api.context import ApiContext
 from api.energy_items import items_router
-from api.routers import admin, alerts, dashboard, indicators, live, meters, operations, site, vehicles
+from api.routers import admin, alerts, dashboard, indicators, live, meters, operations, rollup, site, vehicles
 from api.routing import StrictQueryRoute
 from api.security import install_access_log_redaction
 from api.state import ApiState
@@ -53,6 +53,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     # APIRouter(route_class=StrictQueryRoute), and one include line below, before live and operations.
     app.include_router(meters.hot)
     app.include_router(vehicles.hot)
+    app.include_router(indicators.cached)   # the polled indicator reads, answers kept (api/cache.py)
+    app.include_router(rollup.router)
     app.include_router(site.router)
     app.include_router(meters.router)
     app.include_router(vehicles.router)

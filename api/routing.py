@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Coroutine
 
+import time
+
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 from api import problems
+from api.cache import Entry
 
 STRICT_PREFIX = "/v1"
 
@@ -57,3 +60,33 @@ class StrictQueryRoute(APIRoute):
             return await handler(request)
 
         return strict_handler
+
+
+class CachedQueryRoute(StrictQueryRoute):
+    """A ``/v1`` GET route whose answers ``api.cache`` may keep: before FastAPI solves the route's
+    parameters and dependencies, the caller is authenticated (and rate-limited) and a kept answer for
+    the same path, query string and org scope is served when the store has not changed what it read.
+    Otherwise the route runs; when its endpoint called ``api.cache.cacheable`` and answered 200, the
+    body is kept."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def cached_handler(request: Request) -> Response:
+            api = request.app.state.api
+            cache = api.cache
+            if request.method != "GET" or not cache.enabled:
+                return await handler(request)
+            p = await api.guard.principal(request)
+            request.state.principal = p   # the ``Who`` dependency takes it from here
+            key = (request.scope["path"], request.scope.get("query_string", b""), p.org)
+            body = cache.get(key, time.time_ns())
+            if body is not None:
+                return Response(body, media_type="application/json")
+            response = await handler(request)
+            note = getattr(request.state, "cacheable", None)
+            if note is not None and response.status_code == 200 and isinstance(getattr(response, "body", None), bytes):
+                cache.put(key, Entry(*note[:5], response.body))
+            return response
+
+        return cached_handler

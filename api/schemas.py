@@ -264,3 +264,64 @@ class Health(BaseModel):
 
 class Replayed(BaseModel):
     replayed: int
+
+
+class RollupRow(BaseModel):
+    """One org (or building) of a roll-up, its figures for the period; null where there is none."""
+
+    org: str = Field(description="the org's path (a building row: its org's)")
+    building: str | None = Field(None, description="a building row's id (the rows of an institution)")
+    name: str
+    level: str = Field(description="province, city, district, street, institution or building")
+    rank: int | None = Field(None, description="place by `ranked_by`, 1 first; rows without a value last")
+    buildings: int
+    floor_area_m2: float
+    occupants: int
+    kwh: float | None = Field(None, description="electricity, kWh (its top meters)")
+    kwh_per_m2: float | None = None
+    kgce: float | None = Field(None, description="综合能耗 over every carrier, kgce")
+    kgce_per_person: float | None = None
+    quota_kwh_per_m2: float | None = Field(None, description="annual quota, kWh/(m²·a): floor-area-weighted GB/T 51161 "
+                                                             "constraint of its buildings' classes (unconfirmed default)")
+    quota_progress: float | None = Field(None, description="kwh_per_m2 ÷ the annual quota prorated to the period")
+    savings_kwh: float | None = Field(None, description="against the weather-normalised baselines of its top meters")
+    savings_pct: float | None = Field(None, description="savings_kwh ÷ what the baselines predict, %")
+    savings_uncertainty_kwh: float | None = Field(None, description="68 % (ASHRAE Guideline 14), the top meters' "
+                                                                    "in quadrature: short periods are uncertain")
+    savings_reasons: list[str] = Field(default_factory=list, description="why there are no savings (CalTRACK codes)")
+    anomalies: int = Field(0, description="days of its meters outside their baseline's prediction interval")
+    vehicles: int
+    utilisation: float | None = Field(None, description="利用率: in-trip working hours ÷ working hours")
+    dispatch_rate: float | None = Field(None, description="出车率: vehicles with a trip ÷ vehicles in service")
+    trips: int | None = None
+    holiday_trips: int | None = None
+    href: str | None = Field(None, description="this row's own roll-up (an org), or its energy rows (a building)")
+
+
+class Rollup(BaseModel):
+    org: str
+    name: str
+    level: str
+    period: str
+    start: str = Field(description="the period's first day, ISO 8601 with offset")
+    end: str = Field(description="the first instant after the period")
+    elapsed: float = Field(description="share of the period's days closed (month and year rows cover those)")
+    ranked_by: str
+    order: str
+    total: RollupRow = Field(description="the org itself")
+    rows: list[RollupRow]
+
+
+class BaselineDay(BaseModel):
+    meter: str
+    org: str
+    start: str
+    values: dict[str, Any] = Field(description="actual, predicted, lower, upper (95 %), temp_c, reporting")
+
+
+class EnergyAnomaly(BaseModel):
+    meter: str
+    org: str
+    rule: str = Field(description="outside_prediction_interval (analytics/energy/anomalies.py)")
+    start: str
+    values: dict[str, Any] = Field(description="the evidence: actual, predicted, lower, upper, level, temp_c, model")

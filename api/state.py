@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import Depends, HTTPException, Request
 
+from api.cache import ReadCache
 from api.context import ApiContext
 from api.keys import KeyStore, Principal, keys_path_for
 from api.reads import NS, BadCursor, Row, field_names, page_ids, page_raw, to_ns
@@ -60,6 +61,7 @@ class ApiState:
         self.meter_org = {m.id: site.meter_org(m) for m in site.meters}
         self.vehicles = {v.id: v for v in site.vehicles}
         self.hub = EventHub(ctx.live, self.org_of_point, ring_size=ctx.live_ring_size)
+        self.cache = ReadCache(ctx.query)   # indicator answers while the store has not changed them (api.cache)
 
     def org_of_point(self, p: Point) -> str | None:
         """The org a point belongs to: its meter's or vehicle's in the site file, else its ``org`` tag."""
@@ -172,7 +174,11 @@ async def api_state(request: Request) -> ApiState:
 
 
 async def principal(request: Request) -> Principal:
-    """The caller of a ``/v1`` route (``api.security.Guard.principal``)."""
+    """The caller of a ``/v1`` route (``api.security.Guard.principal``; resolved already by a
+    ``CachedQueryRoute`` before its parameters)."""
+    p = getattr(request.state, "principal", None)
+    if p is not None:
+        return p
     return await state_of(request).guard.principal(request)
 
 

@@ -47,11 +47,32 @@ def org_within(path: str, scope: str) -> bool:
     return p[: len(s)] == s
 
 
+OrgLevel = Literal["province", "city", "district", "street", "institution"]
+TOWNSHIP_CODE = re.compile(r"^[0-9]{9}$")  # 乡镇/街道: the 6-digit county code and 3 digits of its own
+
+
+def org_level(path: str) -> str:
+    """What an org is, from its path when the site file does not say (``Org.level``): the first three
+    levels are province, city and district (county, 区/县), a 9-digit code below them a street or
+    township (街道/乡镇), anything else an institution (a public body with its own code)."""
+    parts = path.split("/")
+    if len(parts) <= 3:
+        return ("province", "city", "district")[len(parts) - 1]
+    return "street" if TOWNSHIP_CODE.match(parts[-1]) else "institution"
+
+
 class Org(Frozen):
     path: str
     name: str
+    level: OrgLevel | None = Field(default=None, description="province, city, district, street or institution; "
+                                                              "by default from the path (edge.config.org_level)")
 
     _v = field_validator("path")(lambda cls, v: check_org_path(v))
+
+    @property
+    def kind(self) -> str:
+        """The org's level: as the site file says, else from its path."""
+        return self.level or org_level(self.path)
 
     @property
     def code(self) -> str:

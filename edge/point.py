@@ -170,8 +170,68 @@ def _parse_field_value(raw: str, name: str) -> FieldValue:
     return v
 
 
+def _parse_plain(line: str, default_time_ns: int | None) -> Point | None:
+    """``parse_line`` for a line without escapes whose strings hold no space, comma or equals sign (what
+    our encoders write for nearly every point): split at the separators instead of scanning each
+    character. None when the line is not such a line (``parse_line`` reads it then), so the result and
+    the errors stay exactly those of the scanner."""
+    if "\\" in line:
+        return None
+    head, sep, rest = line.partition(" ")
+    if not sep or not head:
+        return None
+    if '"' in rest:
+        parts = rest.split('"')
+        if len(parts) % 2 == 0 or any(c in q for q in parts[1::2] for c in " ,="):
+            return None
+    fields_part, sep, raw_t = rest.partition(" ")
+    if sep and (not raw_t or " " in raw_t):
+        return None
+    keys = head.split(",")
+    meas = keys[0]
+    if not meas:
+        return None
+    tags: dict[str, str] = {}
+    for kv in keys[1:]:
+        k, eq, v = kv.partition("=")
+        if not eq or not k or not v:
+            return None
+        tags[k] = v
+    fields: dict[str, FieldValue] = {}
+    for kv in fields_part.split(","):
+        k, eq, v = kv.partition("=")
+        if not eq or not k or "=" in k:
+            return None
+        if v[:1] == '"':
+            if len(v) < 2 or v[-1] != '"' or '"' in v[1:-1]:
+                return None
+            fields[k] = v[1:-1]
+        else:
+            if '"' in v:
+                return None
+            fields[k] = _parse_field_value(v, k)
+    if not sep:
+        if default_time_ns is None:
+            return None
+        t = default_time_ns
+    else:
+        try:
+            t = int(raw_t)
+        except ValueError:
+            return None
+        if not I64_MIN <= t <= I64_MAX:
+            return None
+    return Point(meas, tags, fields, t)
+
+
 def parse_line(line: str, default_time_ns: int | None = None) -> Point:
     """Parse one line of line protocol into a Point. Raises ``LineProtocolError``."""
+    p = _parse_plain(line, default_time_ns)
+    return p if p is not None else _parse_scan(line, default_time_ns)
+
+
+def _parse_scan(line: str, default_time_ns: int | None = None) -> Point:
+    """The scanner: any line, character by character, escapes and quoted strings included."""
     n = len(line)
     meas, i = _scan_ident(line, 0, ", ")
     if not meas:

@@ -481,6 +481,11 @@ class StoreQuery:
         """The field names a measurement has, sorted."""
         return sorted((await asyncio.to_thread(self.store.fields, measurement)).keys())
 
+    def generation(self, measurements: Sequence[str], start_ns: int, end_ns: int) -> int:
+        """The store's write generation of these measurements over ``[start_ns, end_ns)``
+        (``EmbeddedStore.generation``): unchanged means the same answers. Synchronous: one indexed lookup."""
+        return self.store.generation(measurements, start_ns, end_ns)
+
     def count_points(self, measurement: str | None = None) -> int:
         """Points stored (distinct series and time), for summaries; embedded store only, synchronous."""
         sql = "SELECT count(*) FROM (SELECT DISTINCT p.series_id, p.time_ns FROM points p"

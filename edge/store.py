@@ -12,9 +12,13 @@ Tables (narrow, one row per field value)::
     fields(id, measurement, name, type)
     points(series_id, field_id, time_ns, value)   PRIMARY KEY (series_id, field_id, time_ns)
     latest(series_id, field_id, time_ns, value)   newest value of every series field
+    write_gen(measurement, day, gen)              the last write into each measurement and UTC day
 
 Queries (latest, raw range, windows) are in ``edge.query.StoreQuery``, which calls the
-primitives here. Retention: ``retention_days`` deletes points older than that (``apply_retention``,
+primitives here. ``generation(measurements, start_ns, end_ns)`` says whether anything was written
+into those measurements and days since: every write transaction takes the next number of a
+store-wide sequence and records it per measurement and UTC day it wrote (table ``write_gen``), so
+a reader that keeps an answer (``api.cache``) knows when it is no longer the store's. Retention: ``retention_days`` deletes points older than that (``apply_retention``,
 called about hourly by the embedded sink).
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from itertools import repeat
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -43,7 +48,12 @@ CREATE TABLE IF NOT EXISTS points (series_id INTEGER NOT NULL, field_id INTEGER 
   value, PRIMARY KEY (series_id, field_id, time_ns)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS latest (series_id INTEGER NOT NULL, field_id INTEGER NOT NULL, time_ns INTEGER NOT NULL,
   value, PRIMARY KEY (series_id, field_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS write_gen (measurement TEXT NOT NULL, day INTEGER NOT NULL, gen INTEGER NOT NULL,
+  PRIMARY KEY (measurement, day)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS write_gen_gen ON write_gen(gen);
 """
+DAY_NS = 86_400 * 1_000_000_000
+ALL = "*"  # the write_gen row every reader checks: a change of anything (retention)
 
 FLOAT, INTEGER, UNSIGNED, BOOLEAN, STRING = "float", "integer", "unsigned", "boolean", "string"
 
@@ -58,6 +68,9 @@ def field_type(v: Any) -> str:
     if isinstance(v, float):
         return FLOAT
     return STRING
+
+
+_TYPE_OF = {float: FLOAT, int: INTEGER, bool: BOOLEAN, str: STRING, UInt: UNSIGNED}  # exact types, the usual case
 
 
 def decode_value(ftype: str, v: Any) -> Any:
@@ -95,6 +108,7 @@ class EmbeddedStore:
         self._rlock = threading.Lock()
         self._series: dict[tuple[str, str], int] = {}
         self._fields: dict[tuple[str, str], tuple[int, str]] = {}
+        self._skeys: dict[tuple, tuple[str, str]] = {}
         self._load_caches()
         self._read_series_max = -1
         self._read_series: dict[str, list[tuple[int, dict[str, str]]]] = {}
@@ -128,6 +142,7 @@ class EmbeddedStore:
 
     def _write(self, points: Sequence[Point | None]) -> list[tuple[int, str]]:
         rejected: list[tuple[int, str]] = []
+        touched: set[tuple[str, int]] = set()
         rows: list[tuple[int, int, int, Any]] = []
         newest: dict[tuple[int, int], tuple[int, Any]] = {}
         with self._wlock:
@@ -145,12 +160,13 @@ class EmbeddedStore:
                     if reason:
                         rejected.append((i, reason))
                         continue
-                    skey = (p.measurement, tags_key(p.tags))
+                    skey = self._series_key(p)
                     sid = self._series.get(skey) or new_series.get(skey)
                     if sid is None:
                         sid = db.execute("INSERT INTO series(measurement, tags) VALUES (?, ?)", skey).lastrowid
                         new_series[skey] = sid
                     t = p.time_ns
+                    touched.add((p.measurement, t // DAY_NS))
                     for name, v in p.fields.items():
                         fkey = (p.measurement, name)
                         f = self._fields.get(fkey) or new_fields.get(fkey)
@@ -173,6 +189,7 @@ class EmbeddedStore:
                         "ON CONFLICT(series_id, field_id) DO UPDATE SET time_ns = excluded.time_ns, value = excluded.value "
                         "WHERE excluded.time_ns >= latest.time_ns",
                         [(sid, fid, t, v) for (sid, fid), (t, v) in newest.items()])
+                    self._mark(db, touched)
                 db.execute("COMMIT")
             except sqlite3.Error as e:
                 if db.in_transaction:
@@ -182,22 +199,133 @@ class EmbeddedStore:
             self._fields.update(new_fields)
         return rejected
 
+    def write_columns(self, measurement: str, tags: dict[str, str], times_ns: Sequence[int],
+                      fields: dict[str, Sequence[Any]]) -> int:
+        """Store one series' points given as columns (the bulk import, ``edge.bulk``): ``times_ns``
+        and, per field, a sequence of the same length (Python or numpy floats, ints, bools; a NaN or
+        None leaves that field out of that point). The same result as ``write_points`` with the
+        Points these columns describe, in one transaction, without building them. A field whose type
+        conflicts with the stored one is refused whole (``StoreError`` with InfluxDB's message).
+        Returns how many field values were written."""
+        import numpy as np  # the store itself needs no numpy; the bulk path hands it arrays
+
+        t = np.asarray(times_ns, dtype=np.int64)
+        cols: list[tuple[str, str, np.ndarray, np.ndarray]] = []   # (name, type, times, values) without gaps
+        for name, col in fields.items():
+            v = np.asarray(col)
+            if v.shape != t.shape:
+                raise StoreError(f"{self.path}: field {name!r} has {v.shape} values for {t.shape} times")
+            if v.dtype == bool:
+                ftype, keep = BOOLEAN, np.ones(len(v), dtype=bool)
+            elif np.issubdtype(v.dtype, np.integer):
+                ftype, keep = INTEGER, np.ones(len(v), dtype=bool)
+            elif np.issubdtype(v.dtype, np.floating):
+                ftype, keep = FLOAT, np.isfinite(v)
+            else:
+                raise StoreError(f"{self.path}: field {name!r}: the bulk path takes numbers and booleans, not {v.dtype}")
+            cols.append((name, ftype, t[keep], v[keep]))
+        written = 0
+        with self._wlock:
+            if self._closed:
+                raise StoreError(f"{self.path}: store is closed")
+            for name, ftype, _, _ in cols:
+                f = self._fields.get((measurement, name))
+                if f is not None and f[1] != ftype:
+                    raise StoreError(f'field type conflict: input field "{name}" on measurement "{measurement}" is type '
+                                     f"{ftype}, already exists as type {f[1]}")
+            db = self._db
+            new_fields: dict[tuple[str, str], tuple[int, str]] = {}
+            new_series: dict[tuple[str, str], int] = {}
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                skey = (measurement, tags_key(tags))
+                sid = self._series.get(skey)
+                if sid is None:
+                    sid = db.execute("INSERT INTO series(measurement, tags) VALUES (?, ?)", skey).lastrowid
+                    new_series[skey] = sid
+                for name, ftype, tt, vv in cols:
+                    if not len(tt):
+                        continue
+                    f = self._fields.get((measurement, name))
+                    if f is None:
+                        fid = db.execute("INSERT INTO fields(measurement, name, type) VALUES (?, ?, ?)",
+                                         (measurement, name, ftype)).lastrowid
+                        new_fields[(measurement, name)] = (fid, ftype)
+                    else:
+                        fid = f[0]
+                    vals = vv.astype(np.int64).tolist() if ftype == BOOLEAN else vv.tolist()
+                    db.executemany("INSERT OR REPLACE INTO points(series_id, field_id, time_ns, value) VALUES (?,?,?,?)",
+                                   zip(repeat(sid), repeat(fid), tt.tolist(), vals))
+                    i = int(np.argmax(tt))
+                    db.execute("INSERT INTO latest(series_id, field_id, time_ns, value) VALUES (?,?,?,?) "
+                               "ON CONFLICT(series_id, field_id) DO UPDATE SET time_ns = excluded.time_ns, "
+                               "value = excluded.value WHERE excluded.time_ns >= latest.time_ns",
+                               (sid, fid, int(tt[i]), vals[i]))
+                    written += len(tt)
+                    self._mark(db, {(measurement, int(d)) for d in np.unique(tt // DAY_NS).tolist()})
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: write failed: {e}") from e
+            self._series.update(new_series)
+            self._fields.update(new_fields)
+        return written
+
+    @staticmethod
+    def _mark(db: sqlite3.Connection, touched: set[tuple[str, int]]) -> None:
+        """Inside a write transaction: the next generation for every (measurement, UTC day) written."""
+        if not touched:
+            return
+        gen = db.execute("SELECT coalesce(max(gen), 0) + 1 FROM write_gen").fetchone()[0]
+        db.executemany("INSERT INTO write_gen(measurement, day, gen) VALUES (?, ?, ?) "
+                       "ON CONFLICT(measurement, day) DO UPDATE SET gen = excluded.gen",
+                       [(m, d, gen) for m, d in touched])
+
+    def generation(self, measurements: Sequence[str], start_ns: int, end_ns: int) -> int:
+        """The last write generation into ``measurements`` at times in ``[start_ns, end_ns)`` (by UTC day),
+        or of a retention pass: equal numbers mean nothing there changed in between."""
+        marks = ",".join("?" * len(measurements))
+        row = self.select(f"SELECT coalesce(max(gen), 0) FROM write_gen WHERE (measurement IN ({marks}) "
+                          "AND day >= ? AND day <= ?) OR measurement = ?",
+                          [*measurements, int(start_ns) // DAY_NS, (int(end_ns) - 1) // DAY_NS, ALL])
+        return int(row[0][0])
+
     def _check(self, p: Point, new_fields: dict[tuple[str, str], tuple[int, str]]) -> str:
         """InfluxDB's refusal for this point, or '' when it can be stored."""
+        known = self._fields
+        m = p.measurement
+        fresh = None
         for name, v in p.fields.items():
-            ftype = field_type(v)
+            ftype = _TYPE_OF.get(type(v)) or field_type(v)
             if ftype == UNSIGNED and v > I64_MAX:
                 return f"unsigned field {name!r} = {int(v)} is beyond the embedded store's range"
-            f = self._fields.get((p.measurement, name)) or new_fields.get((p.measurement, name))
-            if f is not None and f[1] != ftype:
-                return (f'field type conflict: input field "{name}" on measurement "{p.measurement}" is type '
+            key = (m, name)
+            f = known.get(key) or new_fields.get(key)
+            if f is None:
+                if fresh is None:
+                    fresh = []
+                fresh.append((key, ftype))
+            elif f[1] != ftype:
+                return (f'field type conflict: input field "{name}" on measurement "{m}" is type '
                         f"{ftype}, already exists as type {f[1]}")
         # a new field's type is fixed by the first point that has it, also within one batch
-        for name, v in p.fields.items():
-            key = (p.measurement, name)
-            if key not in self._fields and key not in new_fields:
-                new_fields[key] = (-1, field_type(v))  # placeholder; id assigned on insert
+        if fresh is not None:
+            for key, ftype in fresh:
+                new_fields.setdefault(key, (-1, ftype))  # placeholder; id assigned on insert
         return ""
+
+    def _series_key(self, p: Point) -> tuple[str, str]:
+        """(measurement, canonical tags) of a point, remembered by its tags as given (a pass writes
+        thousands of points of the same few hundred series)."""
+        k = (p.measurement, *p.tags.items())
+        skey = self._skeys.get(k)
+        if skey is None:
+            skey = (p.measurement, tags_key(p.tags))
+            if len(self._skeys) >= 100_000:
+                self._skeys.clear()
+            self._skeys[k] = skey
+        return skey
 
     def apply_retention(self, now_ns: int | None = None) -> int:
         """Delete points older than the retention; returns how many field values were deleted."""
@@ -215,6 +343,7 @@ class EmbeddedStore:
                     deleted += db.execute("DELETE FROM points WHERE series_id = ? AND field_id = ? AND time_ns < ?",
                                           (sid, fid, cutoff)).rowcount
                 db.execute("DELETE FROM latest WHERE time_ns < ?", (cutoff,))
+                self._mark(db, {(ALL, -1)})
                 db.execute("COMMIT")
             except sqlite3.Error as e:
                 if db.in_transaction:

@@ -98,6 +98,25 @@ def smooth_noise(seed: int, t_s: float, period_s: float = 60.0) -> float:
     return _noise(seed, k) * (1 - a) + _noise(seed, k + 1) * a
 
 
+def _noise_many(seed: int, k: np.ndarray) -> np.ndarray:
+    """``_noise`` for an array of non-negative integer steps, bit for bit (uint64 arithmetic, masked)."""
+    m = np.uint64(0xFFFFFFFF)
+    x = (k.astype(np.uint64) * np.uint64(2654435761) + np.uint64(seed * 40503 + 0x9E3779B9)) & m
+    x ^= x >> np.uint64(16)
+    x = (x * np.uint64(0x45D9F3B)) & m
+    x ^= x >> np.uint64(16)
+    return x.astype(np.float64) / 0x7FFFFFFF - 1.0
+
+
+def smooth_noise_many(seed: int, t_s: np.ndarray, period_s: float = 60.0) -> np.ndarray:
+    """``smooth_noise`` over an array of times (s), the same values."""
+    u = np.asarray(t_s, dtype=np.float64) / period_s
+    k = np.floor(u)
+    a = u - k
+    ki = k.astype(np.int64)
+    return _noise_many(seed, ki) * (1 - a) + _noise_many(seed, ki + 1) * a
+
+
 @dataclass(frozen=True)
 class Conditions:
     """One instant's drivers: occupancy fraction (0 base .. 1 full), outdoor temperature, workday."""
@@ -127,6 +146,52 @@ def conditions(t_ns: int, shape: BuildingShape | None = None) -> Conditions:
     return Conditions(frac, min(1.0, occ), temp, work)
 
 
+@dataclass(frozen=True)
+class ConditionsMany:
+    """``Conditions`` for an array of instants (the history backfill evaluates a year at once)."""
+
+    load_frac: np.ndarray
+    occupancy: np.ndarray
+    temp_c: np.ndarray
+    workday: np.ndarray      # bool
+    local_hour: np.ndarray   # local hour of day, fractional
+
+
+def conditions_many(t_ns: np.ndarray, shape: BuildingShape | None = None) -> ConditionsMany:
+    """``conditions`` for every instant of ``t_ns`` (int64 ns UTC), vectorised, the same values."""
+    shape = shape or school_shape()
+    t = np.asarray(t_ns, dtype=np.int64)
+    local = t / 1e9 + TZ_OFFSET_S
+    day = np.floor_divide(local, 86400).astype(np.int64)
+    hour_f = np.mod(local, 86400) / 3600.0
+    uniq, inv = np.unique(day, return_inverse=True)
+    epoch = dt.date(1970, 1, 1)
+    work = np.array([is_workday(epoch + dt.timedelta(days=int(d))) for d in uniq], dtype=bool)[inv]
+    h0i = hour_f.astype(np.int64)
+    a = hour_f - h0i
+    h0 = h0i % 24
+    h1 = (h0 + 1) % 24
+    frac = np.where(work, shape.workday[h0] * (1 - a) + shape.workday[h1] * a,
+                    shape.offday[h0] * (1 - a) + shape.offday[h1] * a)
+    lunch = work & (hour_f >= 12.0) & (hour_f < 13.5)
+    frac = np.where(lunch, shape.base + (frac - shape.base) * 0.8, frac)
+    ddays = uniq.astype("datetime64[D]")
+    yday = (ddays - ddays.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64)[inv]  # 0-based
+    hoy = yday * 24 + h0
+    n = len(shape.temp_c)
+    temp = shape.temp_c[hoy % n] * (1 - a) + shape.temp_c[(hoy + 1) % n] * a
+    occ = np.minimum(1.0, np.maximum(0.0, (frac - shape.base) / max(1e-6, 1.0 - shape.base)))
+    return ConditionsMany(frac, occ, temp, work, hour_f)
+
+
+def hourly_temperature(start_ns: int, hours: int, shape: BuildingShape | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The outdoor temperature the load model uses, on the hour for ``hours`` hours from ``start_ns``
+    (a whole local hour): the school's 2018 year mapped onto these dates by hour of the year (as
+    ``conditions`` does). Returns (times_ns, temp_c): what a weather CSV for the same days holds."""
+    t = int(start_ns) + np.arange(hours, dtype=np.int64) * 3600 * 10**9
+    return t, conditions_many(t, shape).temp_c
+
+
 class OfficeLoad:
     """Electric power of one office circuit/building (kW), with HVAC following the temperature."""
 
@@ -142,6 +207,16 @@ class OfficeLoad:
         frac = s.base + (c.load_frac - s.base) * (1.0 + hvac)
         frac *= 1.0 + 0.03 * smooth_noise(self.seed, t_ns / 1e9)
         return max(0.0, self.peak_kw * frac)
+
+    def power_kw_many(self, t_ns: np.ndarray, cond: ConditionsMany | None = None) -> np.ndarray:
+        """``power_kw`` at every instant of ``t_ns``; ``cond``: ``conditions_many(t_ns, self.shape)``
+        when the caller has it (loads of one shape share it)."""
+        c = cond if cond is not None else conditions_many(t_ns, self.shape)
+        s = self.shape
+        hvac = s.cooling_per_c * np.maximum(0.0, c.temp_c - 18.0) + s.heating_per_c * np.maximum(0.0, 14.0 - c.temp_c)
+        frac = s.base + (c.load_frac - s.base) * (1.0 + hvac)
+        frac = frac * (1.0 + 0.03 * smooth_noise_many(self.seed, np.asarray(t_ns) / 1e9))
+        return np.maximum(0.0, self.peak_kw * frac)
 
 
 def phase_weights(seed: int) -> tuple[float, float, float]:
@@ -169,4 +244,12 @@ class SumLoad:
         kw = sum(p.power_kw(t_ns) for p in self.parts)
         if self.unmetered is not None:
             kw += self.unmetered.power_kw(t_ns)
+        return kw * (1.0 + self.loss_share)
+
+    def power_kw_many(self, t_ns: np.ndarray, cond: ConditionsMany | None = None) -> np.ndarray:
+        kw = np.zeros(len(t_ns))
+        for p in self.parts:
+            kw += p.power_kw_many(t_ns, cond)
+        if self.unmetered is not None:
+            kw += self.unmetered.power_kw_many(t_ns, cond)
         return kw * (1.0 + self.loss_share)

@@ -457,6 +457,15 @@ class MeterServer:
                 m.update(now)
             self._last_update = now
 
+    def continue_counter(self, unit: int, value: float, t_ns: int) -> None:
+        """The unit's main counter reads ``value`` at ``t_ns`` and integrates on from there (a meter
+        whose history was written by ``simulators.history``: live readings carry on from its end)."""
+        m = self.meters[unit]
+        m.counters[m.counter_key()[0]] = value
+        m.last_t_ns, m.last_rate = None, {}
+        m.update(t_ns)
+        self._last_update = t_ns
+
     def set_values(self, unit: int, values: dict[str, float]) -> None:
         """Pin engineering values (as the meter reports them, secondary side) for read-back tests."""
         m = self.meters[unit]

@@ -38,6 +38,12 @@ class Grid:
         lon = self.base_lon + x / (EARTH_M_PER_DEG * math.cos(math.radians(self.base_lat)))
         return lat, lon
 
+    def nearest_node(self, lat: float, lon: float) -> tuple[int, int]:
+        """The junction closest to a position (clamped to the grid)."""
+        x = (lon - self.base_lon) * EARTH_M_PER_DEG * math.cos(math.radians(self.base_lat))
+        y = (lat - self.base_lat) * EARTH_M_PER_DEG
+        return self.clamp(round(x / self.spacing_m)), self.clamp(round(y / self.spacing_m))
+
     def clamp(self, i: int) -> int:
         return max(-self.half, min(self.half, i))
 

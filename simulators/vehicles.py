@@ -26,6 +26,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from typing import Sequence
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -94,8 +95,13 @@ class VehicleFleet:
     def __init__(self, count: int, broker_url: str, fmt: str = "json", base: tuple[float, float] = (30.2741, 120.1551),
                  rate_hz: float = 1.0, seed: int = 0, clock: Clock = SYSTEM_CLOCK, id_prefix: str = "veh-",
                  faults: Faults | None = None, jt808_version: int = 2013, topic: str = TOPIC,
-                 client_id: str | None = None, always_on_duty: bool = False) -> None:
-        """``always_on_duty``: drive as on a working day at any hour (the demo, benches at night)."""
+                 client_id: str | None = None, always_on_duty: bool = False,
+                 depots: Sequence[tuple[float, float]] | None = None,
+                 odometers_km: Sequence[float] | None = None) -> None:
+        """``always_on_duty``: drive as on a working day at any hour (the demo, benches at night).
+        ``depots``: each vehicle's home (lat, lon), taken to the nearest junction of the grid; by
+        default a random junction near the base. ``odometers_km``: each odometer's reading at the
+        start (a history's end, ``simulators.history``); by default random."""
         if fmt not in FORMATS:
             raise ValueError(f"format {fmt!r}: one of {FORMATS}")
         if rate_hz <= 0:
@@ -113,9 +119,13 @@ class VehicleFleet:
             vid = f"138{i:08d}" if fmt == "jt808" else f"{id_prefix}{i + 1:04d}"
             h = self.grid.half
             depot = (self.rng.randint(-h // 2, h // 2), self.rng.randint(-h // 2, h // 2))
+            if depots is not None:
+                depot = self.grid.nearest_node(*depots[i])
             x, y = self.grid.node_xy(*depot)
-            self.cars.append(_Car(vid, depot, depot, x, y, odometer_km=self.rng.uniform(1000, 90000),
-                                  fuel_l=self.rng.uniform(20, 55)))
+            odo = self.rng.uniform(1000, 90000)
+            if odometers_km is not None:
+                odo = float(odometers_km[i])
+            self.cars.append(_Car(vid, depot, depot, x, y, odometer_km=odo, fuel_l=self.rng.uniform(20, 55)))
         self.ids = [c.id for c in self.cars]
         self._pending: list[int] = []  # on-demand faults: "malformed", "duplicate", ...
         self._demand: Counter[str] = Counter()

@@ -21,7 +21,11 @@ import datetime as dt
 import math
 from typing import Sequence
 
+import numpy as np
+
+from analytics.energy.baseline import daily_mean_temperature
 from analytics.energy.jobs import BaselineReport, MeterInfo
+from analytics.periods import LocalCalendar
 from edge.point import Point
 
 
@@ -35,7 +39,10 @@ def _num(v) -> float | int | bool | str | None:
     return f if math.isfinite(f) else None
 
 
-def baseline_points(report: BaselineReport, meters: Sequence[MeterInfo], reporting_start_ns: int) -> list[Point]:
+def baseline_points(report: BaselineReport, meters: Sequence[MeterInfo], reporting_start_ns: int,
+                    period: str | None = None) -> list[Point]:
+    """``period``: ``month`` or ``year`` for the service's reporting periods (a tag; the CLI's own
+    ranges have none)."""
     orgs = {m.id: m.org for m in meters}
     out: list[Point] = []
     for mid, model in report.models.items():
@@ -61,12 +68,50 @@ def baseline_points(report: BaselineReport, meters: Sequence[MeterInfo], reporti
         if notes:
             fields["notes"] = "; ".join(notes)
         clean = {k: v2 for k, v in fields.items() if (v2 := _num(v)) is not None}
-        out.append(Point("energy_baseline", {"meter": mid, "org": orgs.get(mid, ""), "model_type": model.model_type},
-                         clean, reporting_start_ns))
+        tags = {"meter": mid, "org": orgs.get(mid, ""), "model_type": model.model_type}
+        if period is not None:
+            tags["period"] = period
+        out.append(Point("energy_baseline", tags, clean, reporting_start_ns))
     for a in report.anomalies:
         ev = {k: v2 for k, v in a.evidence.items() if (v2 := _num(v)) is not None}
         out.append(Point("energy_anomaly", {"meter": a.meter, "org": orgs.get(a.meter, ""), "rule": a.rule},
                          ev or {"flag": True}, a.start_ns))
+    return out
+
+
+DAY_MEASUREMENT = "energy_baseline_day"
+
+
+def baseline_day_points(report: BaselineReport, meters: Sequence[MeterInfo], use, first: dt.date, last: dt.date,
+                        reporting_first: dt.date, temp_times_ns: np.ndarray, temp_c: np.ndarray,
+                        cal: LocalCalendar = LocalCalendar()) -> list[Point]:
+    """Day by day, a meter's use against its baseline model (``energy_baseline_day``, tags ``meter``,
+    ``org``; time = the day's start), for every meter whose baseline is sufficient: ``actual`` (the
+    day's use; absent on a day not measured enough), ``predicted`` (the model at the day's mean
+    temperature), ``lower`` / ``upper`` (its 95 % prediction interval), ``temp_c`` and ``reporting``
+    (true from ``reporting_first`` on, false in the baseline period where it is the fit itself).
+    ``use``: ``analytics.energy.jobs.DailyUse``."""
+    fd, n = cal.day_of(first), (last - first).days + 1
+    temp = daily_mean_temperature(temp_times_ns, temp_c, fd, n)
+    ok_t = np.isfinite(temp)
+    starts = cal.day_start_ns(fd + np.arange(n)).tolist()
+    rep_from = cal.day_of(reporting_first) - fd
+    phys = [m for m in meters if m.id in report.models]
+    y = use.matrix(phys, fd, n)
+    out: list[Point] = []
+    for r, m in enumerate(phys):
+        model = report.models[m.id]
+        if not model.sufficient:
+            continue
+        tt = np.where(ok_t, temp, 0.0)
+        pred = model.predict(tt)
+        lo, hi = model.prediction_interval(tt)
+        for k in np.flatnonzero(ok_t).tolist():
+            f = {"predicted": float(pred[k]), "lower": float(lo[k]), "upper": float(hi[k]),
+                 "temp_c": round(float(temp[k]), 2), "reporting": k >= rep_from}
+            if np.isfinite(y[r, k]):
+                f["actual"] = float(y[r, k])
+            out.append(Point(DAY_MEASUREMENT, {"meter": m.id, "org": m.org}, f, int(starts[k])))
     return out
 
 

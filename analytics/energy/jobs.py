@@ -563,9 +563,17 @@ def compute_baselines(source: CounterSource, meters: Sequence[MeterInfo], baseli
         return np.stack(rows), temp, bad_temp, months, fd
 
     yb, tb, badb, months_b, _ = daily(*baseline)
-    models = fit_daily_models(yb, tb, month_of_day=months_b, implausible_days=badb)
     yr, tr, badr, months_r, fdr = daily(*reporting)
-    starts = cal.day_start_ns(fdr + np.arange(yr.shape[1]))
+    return _baseline_report(meters, (yb, tb, badb, months_b), (yr, tr, badr, months_r), cal.day_start_ns(fdr + np.arange(yr.shape[1])))
+
+
+def _baseline_report(meters: Sequence[MeterInfo], base, rep, starts: np.ndarray) -> BaselineReport:
+    """Fit on the baseline period's daily use, report savings and anomalous days over the reporting
+    period's: ``base`` and ``rep`` are (use (meters, days), mean °C (days,), implausible-temperature
+    days, month of each day)."""
+    yb, tb, badb, months_b = base
+    yr, tr, badr, months_r = rep
+    models = fit_daily_models(yb, tb, month_of_day=months_b, implausible_days=badb)
     out_models, out_savings, anomalies = {}, {}, []
     for m, model, y in zip(meters, models, yr):
         out_models[m.id] = model
@@ -578,6 +586,65 @@ def compute_baselines(source: CounterSource, meters: Sequence[MeterInfo], baseli
              sum(not x.sufficient for x in models), sum(x.g14_ok and x.sufficient for x in models), reported,
              len(anomalies))
     return BaselineReport(out_models, out_savings, anomalies)
+
+
+@dataclass
+class DailyUse:
+    """Each meter's daily use as the energy pass computed it (its ``energy_indicator`` day rows):
+    ``first_day`` (local day index) and, per meter id, ``use`` and ``coverage`` over ``n_days`` days
+    (NaN where no row). A day counts for a baseline when the counter measured at least half of it
+    (``coverage`` >= 0.5, CalTRACK 2.2.2.1, as ``counter_measured_days`` judges raw readings)."""
+
+    first_day: int
+    n_days: int
+    use: dict[str, np.ndarray] = field(default_factory=dict)
+    coverage: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def add(self, meter: str, day_index: np.ndarray, use: np.ndarray, coverage: np.ndarray) -> None:
+        """Rows of a meter (day indexes, values); later rows of a day replace earlier ones."""
+        u = self.use.setdefault(meter, np.full(self.n_days, np.nan))
+        c = self.coverage.setdefault(meter, np.full(self.n_days, np.nan))
+        k = np.asarray(day_index, dtype=np.int64) - self.first_day
+        ok = (k >= 0) & (k < self.n_days)
+        u[k[ok]] = np.asarray(use, dtype=np.float64)[ok]
+        c[k[ok]] = np.asarray(coverage, dtype=np.float64)[ok]
+
+    def matrix(self, meters: Sequence[MeterInfo], first: int, n: int) -> np.ndarray:
+        """(meters, n) use from local day ``first``: NaN for a day not measured enough, and for a day
+        of zero electricity (CalTRACK 2.2.1.4)."""
+        out = np.full((len(meters), n), np.nan)
+        a, b = first - self.first_day, first - self.first_day + n
+        lo, hi = max(a, 0), min(b, self.n_days)
+        if hi <= lo:
+            return out
+        for r, m in enumerate(meters):
+            u, c = self.use.get(m.id), self.coverage.get(m.id)
+            if u is None:
+                continue
+            y = np.where(c[lo:hi] >= 0.5, u[lo:hi], np.nan)
+            if m.carrier == "electricity":
+                y = np.where(y == 0, np.nan, y)
+            out[r, lo - a:hi - a] = y
+        return out
+
+
+def baselines_from_days(use: DailyUse, meters: Sequence[MeterInfo], baseline: tuple[dt.date, dt.date],
+                        reporting: tuple[dt.date, dt.date], temp_times_ns: np.ndarray, temp_c: np.ndarray,
+                        cal: LocalCalendar = LocalCalendar()) -> BaselineReport:
+    """``compute_baselines`` from the daily use the energy pass already computed (the service's
+    baseline job: no counter is read again), with the same weather rules."""
+    meters = [m for m in meters if not m.virtual]
+
+    def period(first: dt.date, last: dt.date):
+        n = (last - first).days + 1
+        fd = cal.day_of(first)
+        months = np.arange(fd, fd + n).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+        return (use.matrix(meters, fd, n), daily_mean_temperature(temp_times_ns, temp_c, fd, n),
+                implausible_temperature_days(temp_times_ns, temp_c, fd, n), months), fd, n
+
+    base, _, _ = period(*baseline)
+    rep, fdr, nr = period(*reporting)
+    return _baseline_report(meters, base, rep, cal.day_start_ns(fdr + np.arange(nr)))
 
 
 def days_to_compute(now_ns: int, last_done: dt.date | None, late_reading_times_ns: Sequence[int] = (),

@@ -297,11 +297,13 @@ def _overnight_away(tr: Tracks, infos: Sequence[VehicleInfo], start_ns: int, end
 
 
 def vehicle_indicators(tracks: Tracks, segmented: Segmented, infos: Sequence[VehicleInfo], start_ns: int,
-                       end_ns: int, wt: WorkingTime, params: FleetParams = FleetParams()) -> list[VehicleIndicators]:
+                       end_ns: int, wt: WorkingTime, params: FleetParams = FleetParams(),
+                       osteps=None) -> list[VehicleIndicators]:
     """Indicators of each vehicle over [start_ns, end_ns).
 
     ``tracks`` are the *cleaned* tracks that ``segmented`` (``analytics.fleet.trips.segment``) was
-    computed from, in the order of ``infos`` (``tracks.vehicles[k] == infos[k].id``).
+    computed from, in the order of ``infos`` (``tracks.vehicles[k] == infos[k].id``). ``osteps``:
+    ``odometer_steps(tracks, ...)`` when the caller has it (a pass over many days computes it once).
     """
     p = params
     nv = tracks.n_vehicles
@@ -320,7 +322,8 @@ def vehicle_indicators(tracks: Tracks, segmented: Segmented, infos: Sequence[Veh
 
     # the odometer over the period, and over the trips (the like-for-like comparison with GPS)
     op = odometer_params(p)
-    osteps = odometer_steps(tracks, op)
+    if osteps is None:
+        osteps = odometer_steps(tracks, op)
     rows = np.flatnonzero(in_p)
     first = np.full(nv, -1, dtype=np.int64)
     last = np.full(nv, -1, dtype=np.int64)

@@ -24,15 +24,18 @@ from analytics.fleet.alerts import AlertRules
 from analytics.fleet.indicators import (
     FleetParams,
     FleetResult,
+    VehicleIndicators,
     VehicleInfo,
     WorkingTime,
     fleet_indicator_points,
+    odometer_params,
     org_indicators,
     trip_odometer,
     trip_points,
     under_used,
     vehicle_indicators,
 )
+from analytics.fleet.odometer import odometer_steps
 from analytics.fleet.tracks import NS, CleanParams, Tracks, clean
 from analytics.fleet.trips import Method, TripParams, segment
 from edge.point import Point
@@ -117,6 +120,34 @@ def compute_fleet(source: PositionSource, infos: Sequence[VehicleInfo], start_ns
               + trip_points(trips, orgs, wt, odometer=odo))
     report = JobReport(len(tracks), cleaned.dropped_total(), int(seg.trips.dropped_short.sum()))
     return FleetResult(per_v, per_o, trips, points), report
+
+
+def compute_fleet_days(source: PositionSource, infos: Sequence[VehicleInfo], start_ns: int, n_days: int,
+                       wt: WorkingTime, now_ns: int, params: JobParams = JobParams()
+                       ) -> tuple[list[Point], list[list[VehicleIndicators]]]:
+    """``compute_fleet`` for each of ``n_days`` local days from ``start_ns`` (a local midnight), with one
+    cleaning and one segmentation over the whole range (and the margins) instead of one per day: the
+    same day rows and trips (those starting in each day) as the day-by-day pass, for a history (the
+    backfill runs a month at a time). Returns the points and, per day, the vehicles' indicators."""
+    day = 86_400 * NS
+    end_ns = start_ns + n_days * day
+    m = int(params.margin_s * NS)
+    tracks = Tracks.concat([source.fetch_positions(v.id, start_ns - m, end_ns + m) for v in infos])
+    cleaned = clean(tracks, now_ns, params.clean)
+    seg = segment(cleaned.tracks, params.trips)
+    sel = (seg.trips.start_ns >= start_ns) & (seg.trips.start_ns < end_ns)
+    trips = _subset(seg.trips, sel)
+    orgs = {v.id: v.org for v in infos}
+    points = trip_points(trips, orgs, wt, odometer=trip_odometer(cleaned.tracks, trips, params.fleet))
+    per_day = []
+    osteps = odometer_steps(cleaned.tracks, odometer_params(params.fleet))
+    for d in range(n_days):
+        a, b = start_ns + d * day, start_ns + (d + 1) * day
+        per_v = vehicle_indicators(cleaned.tracks, seg, infos, a, b, wt, params.fleet, osteps)
+        per_day.append(per_v)
+        points += fleet_indicator_points(per_v, org_indicators(per_v), "day", a,
+                                         provisional_calendar=wt.provisional_between(a, b))
+    return points, per_day
 
 
 POSITION_FIELDS = ("lat", "lon", "speed_kmh", "acc", "odometer_km", "satellites")

@@ -134,17 +134,54 @@ def run(config: Path = SiteOpt, log_level: str = typer.Option("info", help="debu
         _fail(e)
 
 
+class RichProgress:
+    """``edge.app.backfill.Progress`` as a rich progress bar on stderr, one line per stage."""
+
+    LABELS = {"weather": "weather (hourly °C)", "meters": "meter readings", "vehicles": "vehicle positions",
+              "indicators": "indicators", "storing": "storing indicators"}
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        self.bar = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console, transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self) -> "RichProgress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def stage(self, name: str, total: float) -> None:
+        for other, tid in self.tasks.items():  # a new stage: the previous ones are done
+            t = self.bar.tasks[tid] if tid < len(self.bar.tasks) else None
+            if t is not None and t.total is not None:
+                self.bar.update(tid, completed=t.total)
+        self.tasks[name] = self.bar.add_task(self.LABELS.get(name, name), total=total)
+
+    def advance(self, name: str, n: float = 1) -> None:
+        tid = self.tasks.get(name)
+        if tid is not None:
+            self.bar.advance(tid, n)
+
+
 @app.command()
 def demo(for_s: Optional[float] = typer.Option(None, "--for", help="run this many seconds, print a JSON summary, exit"),
          port: int = typer.Option(8000, help="API port on 127.0.0.1 (0: any free port)"),
          data_dir: Path = typer.Option(Path("var/demo"), help="where the demo keeps its outbox and store (wiped at start)"),
+         days: int = typer.Option(400, "--days", min=0, max=3650,
+                                  help="days of history to start from (simulated, then the indicators over them); 0: none"),
          log_level: str = typer.Option("warning", help="debug|info|warning|error")) -> None:
-    """The whole system on embedded defaults: broker, simulated meters and vehicles, store, API and dashboard."""
+    """The whole system on embedded defaults: broker, simulated meters and vehicles, store, API and dashboard,
+    on a district with a year of history."""
     from edge.app.demo import run_demo
     setup_logging(log_level)
     try:
-        summary = asyncio.run(run_demo(duration_s=for_s, api_port=port, data_dir=data_dir,
-                                       announce=lambda s: err.print(s, highlight=False)))
+        with RichProgress(err) as progress:
+            summary = asyncio.run(run_demo(duration_s=for_s, api_port=port, data_dir=data_dir, days=days,
+                                           progress=progress if days else None,
+                                           announce=lambda s: err.print(s, highlight=False)))
     except EdgeError as e:
         _fail(e)
     out.print_json(json.dumps(summary, ensure_ascii=False))

@@ -56,7 +56,8 @@ def id_routes(scope: str) -> list[str]:
     for m in meters:
         urls += [f"/v1/meters/{m}", f"/v1/meters/{m}/latest", f"/v1/meters/{m}/health", f"/v1/meters/{m}/readings",
                  f"/v1/meters/{m}/readings?every=1h&agg=spread", f"/v1/indicators/energy?scope=meter&id={m}",
-                 f"/v1/indicators/baseline?id={m}",
+                 f"/v1/indicators/baseline?id={m}", f"/v1/indicators/baseline/days?id={m}",
+                 f"/v1/indicators/anomalies?meter={m}",
                  f"/v1/alerts?meter={m}", f"/v1/live?meters={m}&max_s=0.1"]
     for v in vehicles:
         urls += [f"/v1/vehicles/{v}", f"/v1/vehicles/{v}/latest", f"/v1/vehicles/{v}/latest?crs=gcj02",
@@ -68,11 +69,13 @@ def id_routes(scope: str) -> list[str]:
                  f"/v1/indicators/energy?scope=building&id={b}", f"/v1/energy/items?scope=building&id={b}"]
     for o in orgs + tricks:
         urls += [f"/v1/orgs/{o}", f"/v1/indicators/energy?scope=org&id={o}", f"/v1/indicators/fleet?scope=org&id={o}",
-                 f"/v1/energy/items?scope=org&id={o}"]
+                 f"/v1/energy/items?scope=org&id={o}", httpx.URL("/v1/rollup", params={"org": o}),
+                 httpx.URL("/v1/rollup", params={"org": o, "period": "year"})]
     for o in orgs + tricks:
         for base in ("/v1/orgs", "/v1/buildings", "/v1/meters", "/v1/vehicles", "/v1/latest/meters",
                      "/v1/latest/vehicles", "/v1/trips", "/v1/alerts", "/v1/indicators/energy",
-                     "/v1/indicators/fleet", "/v1/indicators/baseline", "/v1/live", "/v1/terminals", "/v1/geofences"):
+                     "/v1/indicators/fleet", "/v1/indicators/baseline", "/v1/indicators/baseline/days",
+                     "/v1/indicators/anomalies", "/v1/live", "/v1/terminals", "/v1/geofences"):
             urls.append(httpx.URL(base, params={"org": o, **({"max_s": "0.1"} if base == "/v1/live" else {})}))
     urls += ["/v1/dead-letters", "/v1/audit", "/v1/keys"]
     return urls
@@ -134,7 +137,9 @@ async def test_no_read_across_orgs(auth_env, scope, role):
                     "/v1/latest/vehicles", "/v1/trips", "/v1/alerts", "/v1/indicators/energy",
                     "/v1/indicators/energy?scope=meter", "/v1/indicators/energy?scope=building",
                     "/v1/indicators/fleet", "/v1/indicators/fleet?scope=vehicle", "/v1/indicators/baseline",
-                    "/v1/site", "/v1/health", "/v1/terminals", "/v1/geofences"):
+                    "/v1/indicators/baseline/days", "/v1/indicators/anomalies", "/v1/rollup",
+                    "/v1/rollup?period=year", "/v1/rollup?period=day", "/v1/site", "/v1/health", "/v1/terminals",
+                    "/v1/geofences"):
             r = await c.get(url)
             assert r.status_code == 200, (url, r.text)
             if leaks(r.text, scope):

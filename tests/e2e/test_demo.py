@@ -20,8 +20,8 @@ def test_demo_for_20_seconds_reads_stores_and_computes(tmp_path: Path):
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     summary = json.loads(proc.stdout)
-    assert summary["meters_read"] == 6     # incomer, lighting, HVAC, power (behind it), water, gas
-    assert summary["vehicles_seen"] == 5
+    assert summary["meters_read"] == 30    # 5 buildings: incomer, lighting, HVAC, power (behind it), water, gas
+    assert summary["vehicles_seen"] == 20
     assert summary["points_stored"] > 20
     assert summary["indicators_computed"] >= 7  # 2 meters' consumption + 5 vehicles' distance today
     assert summary["errors"] == 0, summary["error_detail"]
@@ -59,7 +59,7 @@ def test_demo_on_monday_4_january_2027_computes_with_a_provisional_calendar(tmp_
     summary = json.loads(proc.stdout)
     assert summary["errors"] == 0, summary["error_detail"]
     assert summary["indicators_computed"] >= 7
-    assert summary["meters_read"] == 6 and summary["vehicles_seen"] == 5  # the demo building: incomer, 3 sub-meters, water, gas
+    assert summary["meters_read"] == 30 and summary["vehicles_seen"] == 20  # the demo district: 5 buildings of 6 meters
     assert summary["provisional_calendar_years"] == [2027]
     assert "does not cover 2027" in proc.stderr and "analytics.holidays_extra" in proc.stderr
 

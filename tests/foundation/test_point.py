@@ -128,3 +128,30 @@ def test_parser_never_crashes(text):
 def test_malformed_lines_are_payload_errors(line):
     with pytest.raises(LineProtocolError):
         parse_line(line)
+
+
+# lines built from the characters that matter to the parser: the fast path (split at separators) must
+# give exactly what the scanner gives, or step aside (None)
+_lp_chars = st.lists(st.sampled_from(list('ab1.-e, ="\\') + ["1i", "true", " 17"]), max_size=25).map("".join)
+
+
+@given(st.one_of(_lp_chars, points.map(to_line)), st.one_of(st.none(), st.just(5)))
+def test_plain_fast_path_agrees_with_the_scanner(line, default):
+    from edge.point import _parse_plain, _parse_scan
+    try:
+        want = _parse_scan(line, default)
+    except LineProtocolError as e:
+        want = e
+    try:
+        got = _parse_plain(line, default)
+    except LineProtocolError as e:
+        got = e
+    if got is None:
+        return
+    if isinstance(want, LineProtocolError):
+        assert isinstance(got, LineProtocolError) and str(got) == str(want)
+    else:
+        assert not isinstance(got, LineProtocolError), (line, got)
+        assert (got.measurement, got.tags, got.time_ns) == (want.measurement, want.tags, want.time_ns)
+        assert got.fields.keys() == want.fields.keys()
+        assert all(_same_value(got.fields[k], want.fields[k]) for k in want.fields)
