@@ -5,7 +5,6 @@
 import { el, fmt, fmtAuto, timeZone } from "./util.js";
 
 const uPlot = window.uPlot;
-const BUCKET_S = { hour: 3600, day: 86400, month: 30.44 * 86400 };
 const SAVED = "rgba(46,139,87,.38)", EXCESS = "rgba(217,83,79,.42)";
 
 function timeLabels(u, splits, axisIdx, space, incr) {
@@ -63,42 +62,70 @@ function mount(box, opts, data) {
   return u;
 }
 
+/** A step per bucket, from its start to the next bucket's start, none where the value is null (a uPlot path builder). */
+function steps(u, sidx, i0, i1) {
+  const xs = u.data[0], ys = u.data[sidx];
+  const p = new Path2D();
+  for (let i = Math.max(0, i0); i <= i1 && i < xs.length - 1; i++) {
+    if (ys[i] == null) continue;
+    const y = u.valToPos(ys[i], "y", true);
+    p.moveTo(u.valToPos(xs[i], "x", true), y);
+    p.lineTo(u.valToPos(xs[i + 1], "x", true), y);
+  }
+  return { stroke: p, fill: null, clip: null, band: null, gaps: null, flags: 0 };
+}
+
 /**
- * Actual energy as bars, the baseline as a step line, the savings or excess shaded between them.
- * `x`: bucket starts (ms); `actual`, `baseline`: kWh per bucket (null where unknown); `shade`: per bucket,
- * whether the two compare (the bucket holds whole baseline periods); `bucket`: hour|day|month;
- * `end`: ms where the last bucket ends.
+ * Actual energy as bars against the weather-normalised baseline.
+ * `x`: bucket starts (ms); `end`: where the last bucket ends; values per bucket, null where unknown:
+ * `actual` (kWh), `baseline` (what the baseline predicts where the two compare: the reporting period;
+ * the savings or excess is shaded between them), `fit` (the model over its own baseline period: drawn
+ * for reference, not compared), `lower`/`upper` (its 95 % prediction interval, a light band),
+ * `anomaly` (true: the bucket is an anomalous day, marked); `bucket`: hour|day|month.
  */
-export function energyChart(box, { x, actual, baseline, shade, bucket, unit, end, height = 260 }) {
+export function energyChart(box, { x, actual, baseline, fit, lower, upper, anomaly, bucket, unit, end, height = 260 }) {
   const xs = x.map((t) => t / 1e3).concat([end / 1e3]);        // one more x: the last bucket's end
-  const a = actual.concat([null]);
-  const hasBase = baseline && baseline.some((v) => v != null);
-  const b = hasBase ? baseline.concat([baseline[baseline.length - 1]]) : a.map(() => null);
+  const pad = (a) => (a || x.map(() => null)).concat([null]);
+  const [a, b, f, lo, hi] = [pad(actual), pad(baseline), pad(fit), pad(lower), pad(upper)];
   const opts = baseOpts(box, unit, height, bucket);
   opts.class = "energy-chart";
+  const kwh = (u, v) => (v == null ? "—" : `${fmtAuto(v)} kWh`);
   opts.series = [
     { label: "time", value: (u, v) => v == null ? "—" : bucketLabel(v, bucket) },
     { label: "actual", stroke: "#3a7bd5", fill: "rgba(58,123,213,.55)", width: 1, points: { show: false },
-      paths: uPlot.paths.bars({ size: [0.82, Infinity], align: 1 }), value: (u, v) => v == null ? "—" : `${fmtAuto(v)} kWh` },
-    { label: "baseline", stroke: "#1d2733", width: 2, dash: [6, 3], points: { show: false }, show: hasBase,
-      paths: uPlot.paths.stepped({ align: 1 }), value: (u, v) => v == null ? "—" : `${fmtAuto(v)} kWh` },
+      paths: uPlot.paths.bars({ size: [0.82, Infinity], align: 1 }), value: kwh },
+    { label: "baseline", stroke: "#1d2733", width: 2, dash: [6, 3], points: { show: false }, paths: steps, value: kwh,
+      show: b.some((v) => v != null) },
+    { label: "model fit (baseline period)", stroke: "#6f7d8b", width: 1.5, dash: [2, 3], points: { show: false }, paths: steps,
+      value: kwh, show: f.some((v) => v != null) },
   ];
-  opts.hooks = { draw: [(u) => shadeSavings(u, xs, a, b, shade || [])] };
-  return mount(box, opts, [xs, a, b]);
+  opts.hooks = { draw: [(u) => shade(u, xs, a, b, lo, hi, anomaly || [])] };
+  return mount(box, opts, [xs, a, b, f]);
 }
 
-function shadeSavings(u, xs, a, b, shade) {
+function shade(u, xs, a, b, lo, hi, anomaly) {
   const ctx = u.ctx;
   ctx.save();
   ctx.beginPath();
   ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
   ctx.clip();
   for (let i = 0; i < xs.length - 1; i++) {
-    if (a[i] == null || b[i] == null || !shade[i]) continue;
     const x0 = u.valToPos(xs[i], "x", true), x1 = u.valToPos(xs[i + 1], "x", true);
-    const ya = u.valToPos(a[i], "y", true), yb = u.valToPos(b[i], "y", true);
-    ctx.fillStyle = b[i] >= a[i] ? SAVED : EXCESS;
-    ctx.fillRect(x0, Math.min(ya, yb), Math.max(1, x1 - x0), Math.abs(yb - ya));
+    if (lo[i] != null && hi[i] != null) {      // the prediction interval
+      const y0 = u.valToPos(hi[i], "y", true), y1 = u.valToPos(Math.max(0, lo[i]), "y", true);
+      ctx.fillStyle = "rgba(29,39,51,.07)";
+      ctx.fillRect(x0, y0, Math.max(1, x1 - x0), y1 - y0);
+    }
+    if (a[i] != null && b[i] != null) {        // savings (green) or excess (red) between actual and baseline
+      const ya = u.valToPos(a[i], "y", true), yb = u.valToPos(b[i], "y", true);
+      ctx.fillStyle = b[i] >= a[i] ? SAVED : EXCESS;
+      ctx.fillRect(x0, Math.min(ya, yb), Math.max(1, x1 - x0), Math.abs(yb - ya));
+    }
+    if (anomaly[i] && a[i] != null) {          // an anomalous day: a red mark above its bar
+      const xm = (x0 + x1) / 2, ym = u.valToPos(a[i], "y", true) - 7 * (window.devicePixelRatio || 1);
+      ctx.fillStyle = "#c0392b";
+      ctx.beginPath(); ctx.arc(xm, ym, 3.5 * (window.devicePixelRatio || 1), 0, 2 * Math.PI); ctx.fill();
+    }
   }
   ctx.restore();
 }
@@ -144,4 +171,3 @@ export function lineChart(box, { x, y, unit, label, height = 200 }) {
 /** A caption above a chart: what is drawn and its totals. */
 export function caption(...parts) { return el("p", { class: "chart-caption" }, ...parts); }
 
-export { BUCKET_S };

@@ -55,39 +55,48 @@ export function buildingPower(b) {
   return n ? kw : null;
 }
 
-// ---- baselines: each reporting period's predicted energy spread evenly over its days
-function baselineRates(items) {
-  const byMeter = {};
-  for (const it of items) {
-    if (!it.savings || !it.savings.reporting_days || it.savings.predicted == null) continue;
-    const start = Date.parse(it.start);
-    (byMeter[it.meter] ||= []).push({ start, end: start + it.savings.reporting_days * 86400e3,
-                                      rate: it.savings.predicted / it.savings.reporting_days, item: it });
-  }
-  return byMeter;
+// ---- baselines (CalTRACK, written by the service's indicator job; docs/energy.md):
+// monthly reports (`/v1/indicators/baseline?period=month`: savings with their uncertainty, or the reasons
+// there are none) and day rows (`/v1/indicators/baseline/days`: the model's prediction at the day's
+// temperature, its 95 % interval, and whether the day is in the reporting period or the model's own fit)
+
+/** A meter's monthly reports by month start (ms). */
+function reportsByMeter(items) {
+  const out = {};
+  for (const it of items) (out[it.meter] ||= {})[Date.parse(it.start)] = it;
+  return out;
 }
-/**
- * The baseline of `meters` over a bucket [t0, t1). When the bucket holds whole reporting periods of every
- * meter, their predicted energy and savings as the analytics wrote them (`whole`: the bucket compares
- * with its actual); otherwise, for reference only, the daily mean of the periods covering the bucket.
- */
-function baselineOver(rates, meters, t0, t1) {
-  if (!meters.length) return null;
-  let predicted = 0, savings = 0, whole = true, mean = 0;
+/** The month report of `meters` for the month starting `t`: summed savings when every one has them. */
+function monthReport(meters, t) {
+  let predicted = 0, actual = 0, saved = 0, var_ = 0, days = 0;
+  const reasons = [];
   for (const m of meters) {
-    const periods = rates[m] || [];
-    const inside = periods.filter((x) => x.start >= t0 && x.end <= t1 + 3600e3);
-    if (inside.length) {
-      for (const x of inside) { predicted += x.item.savings.predicted; savings += x.item.savings.savings; }
-    } else whole = false;
-    const cover = periods.find((x) => x.start <= t0 && t0 < x.end);
-    if (!cover) return whole ? { kwh: predicted, whole, savings } : null;
-    mean += cover.rate * Math.min(t1 - t0, Math.max(0, Date.now() - t0)) / 86400e3;
+    const it = (energy.reports[m] || {})[t];
+    if (!it) return { missing: true, reasons: ["no baseline report"] };
+    if (!it.savings) { reasons.push(...it.reasons, ...it.reporting_reasons); continue; }
+    predicted += it.savings.predicted; actual += it.savings.actual; saved += it.savings.savings;
+    var_ += (it.savings.savings_uncertainty || 0) ** 2; days = Math.max(days, it.savings.reporting_days || 0);
   }
-  return whole ? { kwh: predicted, whole, savings } : { kwh: mean, whole: false };
+  if (reasons.length) return { reasons: [...new Set(reasons)] };
+  return { predicted, actual, saved, pct: predicted ? saved / predicted : null, uncertainty: Math.sqrt(var_), days };
 }
-function periodCovering(items, t) {
-  return items.find((it) => { const s = Date.parse(it.start); return s <= t && t < s + ((it.savings && it.savings.reporting_days) || 0) * 86400e3; });
+
+/** Day rows of `meters` in [from, to), summed by day over the meters (a day only when every meter has it). */
+async function baselineDays(meters, from, to) {
+  const per = await Promise.all(meters.map((m) => pages(q("/v1/indicators/baseline/days", { id: m, from: localIso(from), to: localIso(to), limit: 1000 }))
+    .catch(() => [])));
+  const days = {};
+  per.forEach((rows) => {
+    for (const r of rows) {
+      const t = Date.parse(r.start), v = r.values;
+      const d = days[t] || (days[t] = { n: 0, predicted: 0, lower: 0, upper: 0, actual: 0, reporting: true, hasActual: true });
+      d.n++; d.predicted += v.predicted; d.lower += v.lower; d.upper += v.upper;
+      if (v.actual == null) d.hasActual = false; else d.actual += v.actual;
+      d.reporting = d.reporting && v.reporting === true;
+    }
+  });
+  for (const [t, d] of Object.entries(days)) if (d.n !== meters.length) delete days[t];
+  return days;
 }
 
 // ---- load
@@ -101,15 +110,20 @@ export async function loadEnergy(ctx) {
   energy.byId = Object.fromEntries(meters.map((m) => [m.id, m]));
   for (const l of latest) energy.latest[l.meter] = l;
   const ind = (period, from) => pages(q("/v1/indicators/energy", { scope: "building", period, from: localIso(from), org }));
-  const [day, month, year, baselines, alerts] = await Promise.all([ind("day", t0), ind("month", m0), ind("year", y0),
-    pages(q("/v1/indicators/baseline", { org, from: localIso(dayStart(addMonths(today, -13))) })),
-    pages(q("/v1/alerts", { org, from: localIso(m0), limit: 1000 }))]);
+  const orgsOfBuildings = [...new Set(buildings.map((b) => b.org))];
+  const [day, month, year, reports, anomalies, alerts, rollups] = await Promise.all([ind("day", t0), ind("month", m0), ind("year", y0),
+    pages(q("/v1/indicators/baseline", { org, period: "month", from: localIso(dayStart(addMonths(today, -13))) })),
+    pages(q("/v1/indicators/anomalies", { org, from: localIso(m0), limit: 1000 })).catch(() => []),
+    pages(q("/v1/alerts", { org, from: localIso(m0), limit: 1000 })),
+    Promise.all(orgsOfBuildings.map((o) => api(q("/v1/rollup", { org: o, period: "year" })).catch(() => null)))]);
   const pick = (rows, carrier) => Object.fromEntries(rows.filter((i) => (i.carrier || "electricity") === carrier).map((i) => [i.id, i.values]));
   energy.day = pick(day, "electricity"); energy.month = pick(month, "electricity");
   energy.year = pick(year, "electricity"); energy.yearAll = pick(year, "all");
-  energy.baselines = baselines;
-  energy.rates = baselineRates(baselines);
+  energy.reports = reportsByMeter(reports);
+  energy.anomalies = anomalies;
   energy.alerts = alerts.filter((a) => a.tags && a.tags.meter);
+  energy.quota = {};   // building -> its year's row of the roll-up (quota of its class, progress)
+  for (const r of rollups) for (const row of (r && r.rows) || []) if (row.building) energy.quota[row.building] = row;
   energy.items = {};
   await Promise.all(buildings.map(async (b) => {
     energy.items[b.id] = await api(q("/v1/energy/items", { scope: "building", id: b.id, period: "day", from: localIso(t0) })).catch(() => null);
@@ -139,30 +153,34 @@ function renderItems(b) {
   return box;
 }
 
-export function monthSavings(b) {
-  let predicted = 0, saved = 0, n = 0, reasons = [];
-  const mains = topMeters(b).map((m) => m.id);
-  for (const mid of mains) {
-    const it = periodCovering(energy.baselines.filter((x) => x.meter === mid), Date.now());
-    if (it && it.savings) { predicted += it.savings.predicted; saved += it.savings.savings; n++; }
-    else if (it) reasons.push(...it.reasons, ...it.reporting_reasons);
-  }
-  return n && n === mains.length ? { predicted, saved, pct: predicted ? saved / predicted : null } : { reasons };
+function savingsLine(r) {
+  if (r.saved == null) return el("span", { class: "muted", title: (r.reasons || []).join(", ") }, "no baseline");
+  const good = r.saved >= 0;
+  return el("span", { class: `${good ? "good" : "bad"} nowrap`, title: `baseline ${fmt(r.predicted, 0)} kWh over ${r.days} day(s); ± ${fmt(r.uncertainty, 0)} kWh: 68 % uncertainty (ASHRAE Guideline 14)` },
+    `${good ? "saved" : "over by"} ${fmt(Math.abs(r.saved), 0)} kWh (${fmt(100 * Math.abs(r.pct), 1)} %)`,
+    el("span", { class: "muted small" }, ` ± ${fmt(r.uncertainty, 0)}`));
 }
 
 function renderBuildings(ctx) {
   const box = $("#buildings");
   box.replaceChildren();
+  const today = localDay();
+  const m0 = dayStart({ ...today, d: 1 }), prev = dayStart(addMonths(today, -1));
+  const monthName = (t) => isoDay(localDay(t + 3600e3)).slice(0, 7);
   for (const b of energy.buildings) {
     const day = energy.day[b.id] || {}, month = energy.month[b.id] || {}, year = energy.year[b.id] || {}, all = energy.yearAll[b.id] || {};
     const kwh = day.consumption_kwh;
     const waste = kwh != null && day.off_hours_share != null ? kwh * day.off_hours_share : null;
     const perM2 = all.kwh_per_m2 != null ? all.kwh_per_m2 : (year.consumption_kwh != null ? year.consumption_kwh / b.floor_area_m2 : null);
     const perPerson = all.kgce_per_person != null ? all.kgce_per_person : (year.kgce != null && b.occupants ? year.kgce / b.occupants : null);
-    const quota = perM2 != null ? perM2 / QUOTA_KWH_M2_YEAR : null;
-    const sv = monthSavings(b);
+    const q = energy.quota[b.id];
+    const quotaKwhM2 = q && q.quota_kwh_per_m2 != null ? q.quota_kwh_per_m2 : QUOTA_KWH_M2_YEAR;
+    const used = perM2 != null ? perM2 / quotaKwhM2 : null;
     const mains = topMeters(b).map((m) => m.id);
-    const alerts = energy.alerts.filter((a) => energy.byId[a.tags.meter] && energy.byId[a.tags.meter].building === b.id);
+    const thisMonth = monthReport(mains, m0), lastMonth = monthReport(mains, prev);
+    const meterIds = new Set(energy.meters.filter((m) => m.building === b.id).map((m) => m.id));
+    const anomalousDays = new Set(energy.anomalies.filter((x) => meterIds.has(x.meter)).map((x) => x.start)).size;
+    const alerts = energy.alerts.filter((a) => meterIds.has(a.tags.meter));
     box.append(el("div", { class: "card", "data-building": b.id },
       el("h3", {}, `${b.name || b.id} `, el("span", { class: "muted" }, `${b.id} · ${fmt(b.floor_area_m2, 0)} m² · ${fmt(b.occupants, 0)} people`)),
       el("div", { class: "big", id: `power-${b.id}`, title: `main meters: ${mains.join(", ")}` }, `${fmt(buildingPower(b))} kW`),
@@ -170,16 +188,17 @@ function renderBuildings(ctx) {
       el("dl", {},
         el("dt", {}, "today's energy"), el("dd", { id: `today-${b.id}` }, `${fmt(kwh)} kWh`),
         el("dt", {}, "off-hours waste"), el("dd", {}, `${fmt(waste)} kWh (${pct(day.off_hours_share)})`),
-        el("dt", {}, "this month"), el("dd", { id: `month-${b.id}` }, `${fmt(month.consumption_kwh, 0)} kWh`),
-        el("dt", {}, "against baseline"), el("dd", { id: `savings-${b.id}`, class: sv.saved == null ? "muted" : (sv.saved >= 0 ? "good" : "bad"),
-          title: sv.saved == null ? (sv.reasons.join(", ") || "no baseline for this month") : `baseline ${fmt(sv.predicted, 0)} kWh` },
-          sv.saved == null ? "no baseline" : `${sv.saved >= 0 ? "saved" : "over by"} ${fmt(Math.abs(sv.saved), 0)} kWh (${fmt(100 * Math.abs(sv.pct), 1)} %)`),
+        el("dt", {}, `this month (${monthName(m0)})`), el("dd", { id: `month-${b.id}` }, `${fmt(month.consumption_kwh, 0)} kWh`),
+        el("dt", {}, "against baseline", el("span", { class: "muted" }, thisMonth.days ? ` ${thisMonth.days} d` : "")),
+        el("dd", { id: `savings-${b.id}` }, savingsLine(thisMonth)),
+        el("dt", {}, `last month (${monthName(prev)})`), el("dd", { id: `last-savings-${b.id}` }, savingsLine(lastMonth)),
+        el("dt", {}, "anomalies this month"), el("dd", { id: `anomalies-${b.id}` }, String(anomalousDays)),
         el("dt", {}, "year to date"), el("dd", { id: `ytd-${b.id}` }, `${fmt(perM2, 2)} kWh/m²`),
         el("dt", {}, "per person"), el("dd", { id: `kgce-${b.id}` }, `${fmt(perPerson, 1)} kgce`),
-        el("dt", {}, "quota used"), el("dd", { id: `quota-${b.id}` }, `${pct(quota)} of ${QUOTA_KWH_M2_YEAR} kWh/m²`),
-        el("dt", {}, "alerts this month"), el("dd", { id: `alerts-${b.id}` }, String(alerts.length))),
-      el("div", { class: "bar", title: "the year's kWh/m² against the quota" },
-        el("span", { class: quota > 1 ? "over" : "", style: `width:${Math.min(100, 100 * (quota || 0)).toFixed(1)}%` })),
+        el("dt", {}, "annual quota used"), el("dd", { id: `quota-${b.id}` }, `${pct(used)} of ${fmt(quotaKwhM2, 0)} kWh/m²`),
+        el("dt", {}, "meter alerts this month"), el("dd", { id: `alerts-${b.id}` }, String(alerts.length))),
+      el("div", { class: "bar", title: "the year's kWh/m² against the annual quota" },
+        el("span", { class: used > 1 ? "over" : "", style: `width:${Math.min(100, 100 * (used || 0)).toFixed(1)}%` })),
       renderItems(b),
       el("div", { class: "small" }, el("a", { href: ctx.link("energy", { subject: b.id, range: ctx.params.get("range") }),
                                     onclick: () => { pending.scrollTo = "charts"; } }, "charts ↓"))));
@@ -302,24 +321,55 @@ async function renderCharts(ctx) {
     actual = starts.map((t) => (by[t] != null ? by[t] : null));
   }
   const ids = subject.mains.map((m) => m.id);
-  const ends = starts.slice(1).concat([w.end]);
-  const base = starts.map((t, i) => (w.bucket === "hour" || t > Date.now() ? null : baselineOver(energy.rates, ids, t, ends[i])));
-  const baseline = base.map((x) => (x ? x.kwh : null));
-  const shade = base.map((x) => !!(x && x.whole));
-  let predicted = 0, saved = 0;
-  base.forEach((x) => { if (x && x.whole) { predicted += x.kwh; saved += x.savings; } });
+  const n = starts.length;
+  const baseline = Array(n).fill(null), fit = Array(n).fill(null), lower = Array(n).fill(null), upper = Array(n).fill(null);
+  const anomaly = Array(n).fill(false);
+  let predicted = 0, saved = 0, var_ = 0, compared = 0;
+  if (w.bucket !== "hour" && ids.length) {
+    const days = await baselineDays(ids, w.start, w.end);
+    if (w.bucket === "day") {
+      // each day against the model at its temperature: compared in the reporting period, the fit before it
+      starts.forEach((t, i) => {
+        const d = days[t];
+        if (!d) return;
+        if (d.reporting && d.hasActual) {
+          baseline[i] = d.predicted; lower[i] = d.lower; upper[i] = d.upper;
+          predicted += d.predicted; saved += d.predicted - d.actual; compared++;
+          anomaly[i] = d.actual < d.lower || d.actual > d.upper;
+        } else fit[i] = d.predicted;
+      });
+    } else {
+      // each month against its own month's report (the analytics' savings and uncertainty), the fit otherwise
+      const ends = starts.slice(1).concat([w.end]);
+      starts.forEach((t, i) => {
+        const r = monthReport(ids, t);
+        if (r.saved != null) {
+          baseline[i] = r.predicted; predicted += r.predicted; saved += r.saved; var_ += r.uncertainty ** 2; compared++;
+          return;
+        }
+        let sum = 0, k = 0;
+        for (const [dt, d] of Object.entries(days)) if (+dt >= t && +dt < ends[i]) { sum += d.predicted; k++; }
+        if (k) fit[i] = sum;
+      });
+    }
+  }
+  if (w.bucket === "day") {
+    const anoms = await pages(q("/v1/indicators/anomalies", { org: ctx.org, from: localIso(w.start), to: localIso(w.end), limit: 1000 })).catch(() => []);
+    for (const x of anoms) if (ids.includes(x.meter)) { const i = starts.indexOf(Date.parse(x.start)); if (i >= 0) anomaly[i] = true; }
+  }
   const known = actual.filter((v) => v != null);
-  const partial = base.some((x) => x && !x.whole);
+  const unitName = w.bucket === "month" ? "month" : "day";
   c1.before(caption(
     el("span", { class: "swatch actual" }), `actual ${fmt(known.reduce((s, v) => s + v, 0), 0)} kWh`,
-    w.bucket === "hour" ? el("span", { class: "muted" }, " · the baseline is predicted by day: see week, month, year")
-      : predicted ? [" · ", el("span", { class: "swatch baseline" }), `baseline ${fmt(predicted, 0)} kWh over its reporting periods in range · `,
-                     el("strong", { class: saved >= 0 ? "good" : "bad", id: "chart-savings" },
-                        `${saved >= 0 ? "saved" : "over by"} ${fmt(Math.abs(saved), 0)} kWh (${fmt(100 * Math.abs(saved) / predicted, 1)} %)`)]
-        : partial ? el("span", { class: "muted" }, [" · ", el("span", { class: "swatch baseline" }),
-                       "baseline: its reporting periods are longer than a day, drawn as their daily mean; savings by period in the year view"])
-          : el("span", { class: "muted" }, " · no sufficient baseline in this range")));
-  energyChart(c1, { x: starts, actual, baseline, shade, bucket: w.bucket, unit: w.unit, end: w.end });
+    w.bucket === "hour" ? el("span", { class: "muted" }, " · the baseline predicts days: see week, month, year")
+      : compared ? [" · ", el("span", { class: "swatch baseline" }), `baseline ${fmt(predicted, 0)} kWh over ${compared} reporting ${unitName}${compared > 1 ? "s" : ""} · `,
+          el("strong", { class: saved >= 0 ? "good" : "bad", id: "chart-savings" },
+            `${saved >= 0 ? "saved" : "over by"} ${fmt(Math.abs(saved), 0)} kWh (${fmt(100 * Math.abs(saved) / predicted, 1)} %)` +
+            (var_ ? ` ± ${fmt(Math.sqrt(var_), 0)}` : "")),
+          anomaly.some(Boolean) ? el("span", { class: "muted" }, ` · `, el("span", { class: "swatch anomaly" }), `${anomaly.filter(Boolean).length} anomalous days`) : null]
+        : el("span", { class: "muted" }, fit.some((v) => v != null) ? " · no reporting period in this range: the model over its baseline year, for reference"
+          : " · no sufficient baseline in this range")));
+  energyChart(c1, { x: starts, actual, baseline, fit, lower, upper, anomaly, bucket: w.bucket, unit: w.unit, end: w.end });
 
   // by item
   if (w.bucket === "hour") {
