@@ -143,7 +143,7 @@ def test_every_view_of_the_demo_with_a_year_of_history(demo, tmp_path):
         assert len(tracks) >= 1 and max(len(t.get_attribute("d") or "") for t in tracks) > 40
         assert d.find_element(By.ID, "map").get_attribute("data-mode") == "grid"
         assert len(d.find_elements(By.CSS_SELECTOR, "#vehicle-table tbody tr")) == 20
-        for sel in ("#fleet-dispatch .big", "#fleet-utilisation .big", "#fleet-trips .big"):
+        for sel in ("#fleet-dispatch .big", "#fleet-utilisation .big", "#fleet-trips .big", "#fleet-holiday .big"):
             assert "—" not in d.find_element(By.CSS_SELECTOR, sel).text, sel
         full_page_screenshot(d, ARTIFACTS / "dashboard-demo-fleet.png")
         assert severe(d) == []

@@ -62,8 +62,8 @@ function renderSummary([day, month, year], nVehicles) {
     card("fleet-dispatch", "出车率 today", pct(d.dispatch_rate), `${fmt(d.vehicles_dispatched, 0)} of ${fmt(d.vehicles_in_service ?? nVehicles, 0)} vehicles out · month ${pct(mo.dispatch_rate)}`),
     card("fleet-utilisation", "utilisation today", pct(d.utilisation), `in use ${fmt(d.in_use_h, 1)} h of working time · month ${pct(mo.utilisation)}`),
     card("fleet-trips", "trips today", fmt(d.trips, 0), `driven ${fmt(d.gps_km ?? d.mileage_km, 1)} km · unobserved ${fmt(d.unobserved_km, 1)} km`),
-    card("fleet-holiday", "holiday and weekend use", `${fmt(mo.holiday_trips, 0)} / ${fmt(mo.weekend_trips, 0)}`,
-         `trips this month (holiday / weekend) · this year ${fmt(y.holiday_trips, 0)} / ${fmt(y.weekend_trips, 0)} · off-hours ${fmt(mo.off_hours_trips, 0)}`));
+    card("fleet-holiday", "holiday / weekend trips this year", `${fmt(y.holiday_trips, 0)} / ${fmt(y.weekend_trips, 0)}`,
+         `this month ${fmt(mo.holiday_trips, 0)} / ${fmt(mo.weekend_trips, 0)} · off-hours this month ${fmt(mo.off_hours_trips, 0)}`));
   $("#mileage").textContent = `driven ${fmt(d.gps_km ?? d.mileage_km, 1)} km · unobserved ${fmt(d.unobserved_km, 1)} km`;
 }
 

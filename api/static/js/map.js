@@ -67,6 +67,10 @@ export class FleetMap {
     this.fitted = false;
     if (this.cfg.tile_url) this.useTiles(); else this.useGrid("no tiles configured (api.tile_url)");
     L.control.scale({ imperial: false }).addTo(this.map);
+    // plates only where they can be read: zoomed in (at a city's scale they pile up on the yards)
+    const labels = () => container.classList.toggle("plates-off", this.map.getZoom() < 14);
+    this.map.on("zoomend", labels);
+    labels();
   }
 
   /** The datum to ask the API for: that of the tiles. */
