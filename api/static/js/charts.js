@@ -6,6 +6,7 @@ import { el, fmt, fmtAuto, timeZone } from "./util.js";
 
 const uPlot = window.uPlot;
 const SAVED = "rgba(46,139,87,.38)", EXCESS = "rgba(217,83,79,.42)";
+const BAR = 0.82;   // a bar's share of its bucket's width (left-aligned at the bucket's start)
 
 function timeLabels(u, splits, axisIdx, space, incr) {
   const tz = timeZone();
@@ -93,7 +94,7 @@ export function energyChart(box, { x, actual, baseline, fit, lower, upper, anoma
   opts.series = [
     { label: "time", value: (u, v) => v == null ? "—" : bucketLabel(v, bucket) },
     { label: "actual", stroke: "#3a7bd5", fill: "rgba(58,123,213,.55)", width: 1, points: { show: false },
-      paths: uPlot.paths.bars({ size: [0.82, Infinity], align: 1 }), value: kwh },
+      paths: uPlot.paths.bars({ size: [BAR, Infinity], align: 1 }), value: kwh },
     { label: "baseline", stroke: "#1d2733", width: 2, dash: [6, 3], points: { show: false }, paths: steps, value: kwh,
       show: b.some((v) => v != null) },
     { label: "model fit (baseline period)", stroke: "#6f7d8b", width: 1.5, dash: [2, 3], points: { show: false }, paths: steps,
@@ -110,7 +111,7 @@ function shade(u, xs, a, b, lo, hi, anomaly) {
   ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height);
   ctx.clip();
   for (let i = 0; i < xs.length - 1; i++) {
-    const x0 = u.valToPos(xs[i], "x", true), x1 = u.valToPos(xs[i + 1], "x", true);
+    const x0 = u.valToPos(xs[i], "x", true), x1 = x0 + BAR * (u.valToPos(xs[i + 1], "x", true) - x0);  // the bar's width
     if (lo[i] != null && hi[i] != null) {      // the prediction interval
       const y0 = u.valToPos(hi[i], "y", true), y1 = u.valToPos(Math.max(0, lo[i]), "y", true);
       ctx.fillStyle = "rgba(29,39,51,.07)";
@@ -153,7 +154,7 @@ export function stackedChart(box, { x, series, bucket, unit, end, height = 240 }
   const order = series.map((s, i) => i).reverse();
   opts.series = [{ label: "time", value: (u, v) => v == null ? "—" : bucketLabel(v, bucket) }].concat(order.map((i) => ({
     label: series[i].label, stroke: series[i].color, fill: series[i].color, width: 0, points: { show: false },
-    paths: uPlot.paths.bars({ size: [0.82, Infinity], align: 1 }),
+    paths: uPlot.paths.bars({ size: [BAR, Infinity], align: 1 }),
     value: (u, v, si, idx) => (idx == null || series[i].values[idx] == null ? "—" : `${fmtAuto(series[i].values[idx])} kWh`),
   })));
   return mount(box, opts, [xs, ...order.map((i) => cum[i])]);

@@ -156,9 +156,9 @@ function renderItems(b) {
 function savingsLine(r) {
   if (r.saved == null) return el("span", { class: "muted", title: (r.reasons || []).join(", ") }, "no baseline");
   const good = r.saved >= 0;
-  return el("span", { class: `${good ? "good" : "bad"} nowrap`, title: `baseline ${fmt(r.predicted, 0)} kWh over ${r.days} day(s); ± ${fmt(r.uncertainty, 0)} kWh: 68 % uncertainty (ASHRAE Guideline 14)` },
+  return el("span", { class: good ? "good" : "bad", title: `baseline ${fmt(r.predicted, 0)} kWh over ${r.days} day(s); ± ${fmt(r.uncertainty, 0)} kWh: 68 % uncertainty (ASHRAE Guideline 14)` },
     `${good ? "saved" : "over by"} ${fmt(Math.abs(r.saved), 0)} kWh (${fmt(100 * Math.abs(r.pct), 1)} %)`,
-    el("span", { class: "muted small" }, ` ± ${fmt(r.uncertainty, 0)}`));
+    el("span", { class: "muted small pm" }, `± ${fmt(r.uncertainty, 0)} kWh`));
 }
 
 function renderBuildings(ctx) {
