@@ -85,6 +85,7 @@ def factors_for(site: Site) -> FactorSet:
     return f
 
 
+HISTORY_CHUNK_ROWS = 8     # meters a chunk when computing a history (whole trees; a tree larger than this is one chunk)
 RAW_READINGS_MAX = 200_000  # above this many expected readings, read 15-min windows instead: a pass's
 # working set must not grow with the day (the soak showed RSS climbing with every pass)
 
@@ -309,9 +310,11 @@ class IndicatorJob:
             points += await self.baselines(closed, points)
         return points
 
-    async def energy(self, first: dt.date, last: dt.date, periods: Sequence[Period], raw: bool = False) -> list[Point]:
+    async def energy(self, first: dt.date, last: dt.date, periods: Sequence[Period], raw: bool = False,
+                     chunk_rows: int | None = None) -> list[Point]:
         """Energy rows of ``periods`` over local days first..last. ``raw``: read every reading (a
-        history of 15-minute readings), never 15-minute windows of them."""
+        history of 15-minute readings), never 15-minute windows of them. ``chunk_rows``: meters per
+        chunk (whole trees), default the job's."""
         if not self.meters or last < first:
             return []
         self._note(first, last)
@@ -336,7 +339,7 @@ class IndicatorJob:
         src = LoopSource(fetch, asyncio.get_running_loop())
         report: EnergyReport = await asyncio.to_thread(
             compute_energy_range, src, self.meters, first, last, self.workcal, self.factors, self.cal, self.buildings, periods,
-            self.chunk_rows)
+            chunk_rows or self.chunk_rows)
         self.event_log.add(report.events)
         for kind, n in self.event_log.take_new().items():
             self.ingest.count("counter_event", n, kind=kind)
@@ -387,8 +390,10 @@ class IndicatorJob:
             submitted += len(points)
 
         t0 = time.perf_counter()
-        # a history is 15-minute readings: read them as they are (a third of the time of windows over them)
-        energy = await self.energy(first, last, (Period.day, Period.month, Period.year), raw=True)
+        # a history is 15-minute readings: read them as they are (a third of the time of windows over them),
+        # a few meter trees at a time (a year of a tree's readings is a few hundred thousand rows to read)
+        energy = await self.energy(first, last, (Period.day, Period.month, Period.year), raw=True,
+                                   chunk_rows=HISTORY_CHUNK_ROWS)
         t1 = time.perf_counter()
         meter_days = [p for p in energy if p.measurement == "energy_indicator" and p.tags.get("scope") == "meter"
                       and p.tags.get("period") == "day"]

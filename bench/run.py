@@ -22,7 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
-MODULES = ("delivery", "modbus", "mqtt", "jt808", "energy", "fleet", "api", "scenario")
+MODULES = ("delivery", "modbus", "mqtt", "jt808", "energy", "fleet", "api", "demo", "scenario")
 HERE = Path(__file__).resolve().parent
 
 

@@ -18,8 +18,10 @@ Queries (latest, raw range, windows) are in ``edge.query.StoreQuery``, which cal
 primitives here. ``generation(measurements, start_ns, end_ns)`` says whether anything was written
 into those measurements and days since: every write transaction takes the next number of a
 store-wide sequence and records it per measurement and UTC day it wrote (table ``write_gen``), so
-a reader that keeps an answer (``api.cache``) knows when it is no longer the store's. Retention: ``retention_days`` deletes points older than that (``apply_retention``,
-called about hourly by the embedded sink).
+a reader that keeps an answer (``api.cache``) knows when it is no longer the store's.
+
+Retention: ``retention_days`` deletes points older than that (``apply_retention``, called about hourly
+by the embedded sink).
 """
 
 from __future__ import annotations

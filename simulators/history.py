@@ -18,7 +18,8 @@ its years) have 0-4 outings by the vehicle's own activity, mostly in working hou
 evening one; ordinary weekends and statutory holidays have an occasional one (duty, emergencies),
 so off-hours, weekend and holiday use show in the indicators. While driving the terminal reports
 every ``drive_every_s`` (30 s) with GPS noise of a few metres, stopping at some junctions (red
-lights, engine on); when the engine goes off it reports once, then every ``park_every_s`` (30 min).
+lights, engine on); when the engine goes off it reports once, then every ``park_every_s`` (an hour: the
+terminal asleep).
 Every outing ends back at the yard before ``end_ns``, so the live fleet starts where history ends.
 """
 
@@ -189,7 +190,7 @@ class VehicleModel:
 @dataclass(frozen=True)
 class FleetHistoryParams:
     drive_every_s: float = 30.0
-    park_every_s: float = 1800.0
+    park_every_s: float = 3600.0      # the terminal asleep, engine off: an hourly report
     gps_sigma_m: float = 3.0
     evening_share: float = 0.08       # of working-day outings, leaving 18:00-21:00
     weekend_outing_p: float = 0.06    # per vehicle and ordinary rest day
@@ -299,6 +300,16 @@ def _outing_starts(kind: str, activity: float, rng: np.random.Generator, p: Flee
     return [float(rng.uniform(9.0, 17.0))] if rng.random() < pr else []
 
 
+def _parked(parts: list, p: FleetHistoryParams, t_a: float, t_b: float, x: float, y: float, heading: float,
+            odo: float) -> None:
+    """A vehicle parked from ``t_a`` to ``t_b`` (exclusive): ACC off at ``t_a`` (a report), then a report
+    every ``park_every_s``."""
+    ts = np.arange(t_a, t_b, p.park_every_s)
+    if len(ts):
+        parts.append((ts, np.full(len(ts), x), np.full(len(ts), y), np.zeros(len(ts)), np.full(len(ts), heading),
+                      np.zeros(len(ts), dtype=bool), np.full(len(ts), odo)))
+
+
 def fleet_history(vehicles: Sequence[VehicleModel], start_ns: int, end_ns: int, seed: int = 7,
                   base: tuple[float, float] = (30.2741, 120.1551), params: FleetHistoryParams = FleetHistoryParams(),
                   grid: Grid | None = None) -> Fixes:
@@ -318,14 +329,7 @@ def fleet_history(vehicles: Sequence[VehicleModel], start_ns: int, end_ns: int, 
         hx, hy = grid.node_xy(*home)
         odo = veh.odometer_km
         t_free = int(start_ns) / NS                                  # parked at the yard from here
-        parts_t, parts = [], []
-
-        def parked(t_a: float, t_b: float, x: float, y: float, heading: float) -> None:
-            """ACC off at t_a (a report), then every park_every_s until t_b (exclusive)."""
-            ts = np.arange(t_a, t_b, p.park_every_s)
-            if len(ts):
-                parts.append((ts, np.full(len(ts), x), np.full(len(ts), y), np.zeros(len(ts)),
-                              np.full(len(ts), heading), np.zeros(len(ts), dtype=bool), np.full(len(ts), odo)))
+        parts: list[tuple] = []
 
         heading = 0.0
         x_at, y_at = hx, hy
@@ -342,11 +346,11 @@ def fleet_history(vehicles: Sequence[VehicleModel], start_ns: int, end_ns: int, 
                 t2, x2, y2, s2, h2, back, dist2 = _leg(grid, goal, home, arrive + dwell, rng, p)
                 if back + 60 >= t_end:
                     break                                           # history ends with everyone home
-                parked(t_free, leave, x_at, y_at, heading)
+                _parked(parts, p, t_free, leave, x_at, y_at, heading, odo)
                 o1 = odo + np.interp(np.arange(len(t1)), [0, len(t1) - 1], [0, dist1 / 1000])
                 parts.append((t1, x1, y1, s1, h1, np.ones(len(t1), dtype=bool), o1))
                 odo += dist1 / 1000
-                parked(arrive + 1, arrive + dwell, x1[-1], y1[-1], float(h1[-1]))
+                _parked(parts, p, arrive + 1, arrive + dwell, x1[-1], y1[-1], float(h1[-1]), odo)
                 o2 = odo + np.interp(np.arange(len(t2)), [0, len(t2) - 1], [0, dist2 / 1000])
                 parts.append((t2, x2, y2, s2, h2, np.ones(len(t2), dtype=bool), o2))
                 odo += dist2 / 1000
@@ -354,7 +358,7 @@ def fleet_history(vehicles: Sequence[VehicleModel], start_ns: int, end_ns: int, 
                 x_at, y_at = x2[-1], y2[-1]
                 t_free = back + 1
                 outings += 1
-        parked(t_free, t_end, x_at, y_at, heading)
+        _parked(parts, p, t_free, t_end, x_at, y_at, heading, odo)
         end_odo.append(odo)
         if not parts:
             continue

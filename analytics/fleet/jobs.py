@@ -126,9 +126,11 @@ def compute_fleet_days(source: PositionSource, infos: Sequence[VehicleInfo], sta
                        wt: WorkingTime, now_ns: int, params: JobParams = JobParams()
                        ) -> tuple[list[Point], list[list[VehicleIndicators]]]:
     """``compute_fleet`` for each of ``n_days`` local days from ``start_ns`` (a local midnight), with one
-    cleaning and one segmentation over the whole range (and the margins) instead of one per day: the
-    same day rows and trips (those starting in each day) as the day-by-day pass, for a history (the
-    backfill runs a month at a time). Returns the points and, per day, the vehicles' indicators."""
+    cleaning and one segmentation over the whole range (and the margins) instead of one per day, for a
+    history (the backfill runs a month at a time). The same trips (those starting in each day) and day
+    rows, counts alike, as the day-by-day pass; a stay's position is the median of what was read of it,
+    so where a stay reaches past the day-by-day pass's margins it sits a few metres apart, and the
+    distances from it differ by as much. Returns the points and, per day, the vehicles' indicators."""
     day = 86_400 * NS
     end_ns = start_ns + n_days * day
     m = int(params.margin_s * NS)

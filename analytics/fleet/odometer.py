@@ -23,6 +23,7 @@ noisy).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -53,6 +54,13 @@ class OdometerSteps:
     jump: np.ndarray  # bool: implausible jump, left out
     cum_km: np.ndarray  # running sum of delta_km
     glitch: np.ndarray = None  # bool: a lone reading off the series, left out
+
+    @cached_property
+    def cumulative(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Running counts of glitches (with a leading 0), resets, rollovers and jumps, and the rows with
+        a reading: what ``spans`` looks up, computed once (a pass over many days asks for many spans)."""
+        return (np.concatenate([[0], np.cumsum(self.glitch)]), np.cumsum(self.reset), np.cumsum(self.rollover),
+                np.cumsum(self.jump), np.flatnonzero(self.reading))
 
 
 def odometer_steps(tr: Tracks, p: OdometerParams = OdometerParams()) -> OdometerSteps:
@@ -143,8 +151,7 @@ def spans(steps: OdometerSteps, t_ns: np.ndarray, first: np.ndarray, last: np.nd
           p: OdometerParams = OdometerParams()) -> OdometerSpans:
     """Odometer km between the first and last reading inside each [first, last] row range."""
     k = len(first)
-    ridx = np.flatnonzero(steps.reading)
-    cg = np.concatenate([[0], np.cumsum(steps.glitch)])
+    cg, cr, cro, cj, ridx = steps.cumulative
     top = len(cg) - 1  # rows 0..0 of empty tracks (vehicles without a fix) count nothing
     glitches = cg[np.minimum(last + 1, top)] - cg[np.minimum(first, top)] if k else np.zeros(0, dtype=np.int64)
     lo = np.searchsorted(ridx, first, side="left")
@@ -161,9 +168,6 @@ def spans(steps: OdometerSteps, t_ns: np.ndarray, first: np.ndarray, last: np.nd
     cover = np.where(span_t > 0, (t_ns[rb] - t_ns[ra]) / np.maximum(span_t, 1.0), 1.0)
     ok &= cover >= p.min_coverage
     km = np.where(ok, steps.cum_km[rb] - steps.cum_km[ra], np.nan)
-    cr = np.cumsum(steps.reset)
-    cro = np.cumsum(steps.rollover)
-    cj = np.cumsum(steps.jump)
 
     def events(c):  # events at readings ra+1..rb
         return np.where(count >= 2, c[rb] - c[ra], 0)

@@ -36,6 +36,7 @@ SORTABLE = ("kwh_per_m2", "kwh", "kgce", "kgce_per_person", "quota_progress", "s
 Sort = Literal[SORTABLE]  # type: ignore[valid-type]
 ENERGY_FIELDS = ["electricity_kwh", "kwh_per_m2", "kgce", "kgce_per_person"]
 FLEET_FIELDS = ["utilisation", "dispatch_rate", "holiday_trips", "trips"]
+AT_MIN, AT_MAX = dt.date(1970, 1, 2), dt.date(2099, 12, 31)   # what the store's times (int64 ns) and ISO answers hold
 MEASUREMENTS = ("energy_indicator", "fleet_indicator", "energy_baseline", "energy_baseline_day", "energy_anomaly")
 
 
@@ -95,6 +96,8 @@ async def rollup(
     me = api.org_or_404(request, p, org)
     now = time.time_ns()
     today = dt.datetime.fromtimestamp(now / NS, api.tz).date()
+    if at is not None and not (AT_MIN <= at <= AT_MAX):
+        raise HTTPException(400, f"`at` must be a day from {AT_MIN} to {AT_MAX}")
     span = period_span(period, at or today, today)
     s = int(dt.datetime.combine(span.first, dt.time(), api.tz).timestamp()) * NS
     e = int(dt.datetime.combine(span.end, dt.time(), api.tz).timestamp()) * NS

@@ -154,7 +154,7 @@ class RichProgress:
         self.bar.stop()
 
     def stage(self, name: str, total: float) -> None:
-        for other, tid in self.tasks.items():  # a new stage: the previous ones are done
+        for tid in self.tasks.values():  # a new stage: the previous ones are done
             t = self.bar.tasks[tid] if tid < len(self.bar.tasks) else None
             if t is not None and t.total is not None:
                 self.bar.update(tid, completed=t.total)
@@ -187,6 +187,39 @@ def demo(for_s: Optional[float] = typer.Option(None, "--for", help="run this man
     out.print_json(json.dumps(summary, ensure_ascii=False))
     if summary.get("errors"):
         raise typer.Exit(1)
+
+
+@app.command()
+def backfill(config: Path = SiteOpt,
+             days: int = typer.Option(400, "--days", min=1, max=3650, help="days of history before today"),
+             log_level: str = typer.Option("warning", help="debug|info|warning|error")) -> None:
+    """Write a simulated history into a site's store (its meters' counters from the load model, its
+    vehicles' trips on the working calendar) and compute every indicator over it: a test bench or a demo
+    that starts with a year of data. Run it before `edge run`, not beside it (they share the outbox)."""
+    from edge.app.backfill import backfill as run_backfill, site_models
+    from edge.app.service import EdgeService
+    from edge.app.site import compile_site
+    setup_logging(log_level)
+
+    async def go() -> dict:
+        site = compile_site(config).site
+        meters, vehicles, skipped = site_models(site)
+        service = EdgeService(site, site_file=None, with_api=False)
+        try:
+            with RichProgress(err) as progress:
+                rep = await run_backfill(service, meters, vehicles, days, progress=progress)
+                progress.stage("storing", 1)
+                await service.flush(timeout_s=600.0)
+                progress.advance("storing")
+            return {**rep.summary(), "meters_left_out": skipped}
+        finally:
+            await service.stop()
+
+    try:
+        summary = asyncio.run(go())
+    except (EdgeError, ValueError) as e:
+        _fail(e)
+    out.print_json(json.dumps(summary, ensure_ascii=False))
 
 
 def _mount() -> None:
