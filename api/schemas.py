@@ -139,6 +139,23 @@ class Fix(BaseModel):
     acc: bool | None = None
 
 
+class GeofenceCircle(BaseModel):
+    lat: float = Field(description="degrees, in `crs`")
+    lon: float = Field(description="degrees, in `crs`")
+    radius_m: float
+
+
+class GeofenceOut(BaseModel):
+    """A configured geofence (circle or polygon), in the datum asked for."""
+
+    name: str
+    org: str | None = Field(description="its org; null: the whole site's")
+    crs: str = Field("wgs84", description="datum of the coordinates: wgs84 (configured) or gcj02 (converted on request)")
+    circle: GeofenceCircle | None = None
+    polygon: list[tuple[float, float]] | None = Field(None, description="[[lat, lon], ...] in `crs`")
+    vehicles: list[str] = Field(default_factory=list, description="vehicles in scope whose home it is")
+
+
 class Track(BaseModel):
     vehicle: str
     crs: str

@@ -394,11 +394,26 @@ class Upstream(Frozen):
                            "bounded by outbox.max_bytes); accepted so that earlier site files load")
 
 
+class TileCrs(str, Enum):
+    """The datum a map's tiles are drawn in (positions are stored in WGS-84)."""
+
+    wgs84 = "wgs84"    # OpenStreetMap, 天地图 (CGCS2000, within centimetres of WGS-84), most local tile servers
+    gcj02 = "gcj02"    # Amap (高德), Tencent: mainland China's obfuscated datum (GCJ-02, 火星坐标)
+
+
 class Api(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     auth: bool = Field(default=False, description="require API keys; off for the local demo only")
-    tile_url: str | None = None
+    tile_url: str | None = Field(default=None, description="the fleet map's tiles, {z}/{x}/{y} (and {s}) in a Web Mercator "
+                                 "grid; none: a coordinate grid (docs/api.md, 'The map')")
+    tile_overlay_url: str | None = Field(default=None, description="a second tile layer drawn over the first (天地图's "
+                                         "labels, cva_w)")
+    tile_subdomains: str = Field(default="abc", min_length=1, description="the letters or digits {s} takes")
+    tile_attribution: str = Field(default="", max_length=300, description="shown in the map's corner, as the provider asks")
+    tile_crs: TileCrs = Field(default=TileCrs.wgs84, description="datum the tiles are drawn in; gcj02 (Amap, Tencent): "
+                              "the dashboard asks the API for positions in GCJ-02 so tracks line up")
+    tile_max_zoom: int = Field(default=18, ge=1, le=22)
     rate_per_s: float = Field(default=50.0, gt=0, description="requests per second per key (token bucket)")
     rate_burst: float = Field(default=100.0, gt=0)
     auth_failures_burst: int = Field(default=10, ge=1, description="failed key checks a client address (and a key id) "

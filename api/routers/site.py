@@ -18,9 +18,13 @@ router = APIRouter(route_class=StrictQueryRoute)
 
 @router.get("/v1/site", tags=["site"], responses=READ)
 async def site_info(p: Who, api: Api) -> dict[str, Any]:
-    """What the dashboard needs to start: site name, time zone, map tiles, the caller's scope."""
+    """What the dashboard needs to start: site name, time zone, the fleet map's tiles (`map`: URL
+    templates, subdomains, attribution, the datum they are drawn in), the caller's scope."""
     site = api.site
-    return {"name": site.site.name, "timezone": site.site.timezone, "tile_url": site.api.tile_url,
+    a = site.api
+    tiles = {"tile_url": a.tile_url, "overlay_url": a.tile_overlay_url, "subdomains": a.tile_subdomains,
+             "attribution": a.tile_attribution, "crs": a.tile_crs.value, "max_zoom": a.tile_max_zoom}
+    return {"name": site.site.name, "timezone": site.site.timezone, "tile_url": a.tile_url, "map": tiles,
             "auth": api.auth, "scope": p.org, "role": p.role.value, "version": __version__}
 
 

@@ -1,5 +1,6 @@
 """Official vehicles: the list, one vehicle, its newest position, its track, its trips, the newest
-position of every vehicle within the scope, and the trips of all of them."""
+position of every vehicle within the scope, the trips of all of them, and the geofences they are
+watched against."""
 
 import time
 
@@ -9,7 +10,7 @@ from api.params import Crs, Cursor, From, Limit, OrgQ, To
 from api.problems import ONE, READ
 from api.reads import NS, Row, iso, page_raw
 from api.routing import StrictQueryRoute
-from api.schemas import Fix, Page, Record, Track, VehicleLatest, VehicleOut
+from api.schemas import Fix, GeofenceCircle, GeofenceOut, Page, Record, Track, VehicleLatest, VehicleOut
 from api.state import Api, ApiState, Who
 from collector.gps.crs import wgs84_to_gcj02
 from edge.config import org_within
@@ -132,3 +133,34 @@ async def list_trips(p: Who, api: Api, request: Request, org: OrgQ = None, start
     s, e = api.span(start, end, 86400)
     rows, nxt = await api.records("trip", {}, scope, s, e, limit, cursor, 600.0)
     return Page[Record](items=[record_out(api, r) for r in rows], next_cursor=nxt)
+
+
+# -- geofences (configured; the fleet analytics raise enter/leave alerts on them) ---------------------
+def geofence_out(g, crs: str, homed: list[str]) -> GeofenceOut:
+    def conv(lat: float, lon: float) -> tuple[float, float]:
+        return wgs84_to_gcj02(lat, lon) if crs == "gcj02" else (lat, lon)
+
+    circle = None
+    if g.circle is not None:
+        lat, lon = conv(g.circle.lat, g.circle.lon)
+        circle = GeofenceCircle(lat=lat, lon=lon, radius_m=g.circle.radius_m)
+    polygon = [conv(lat, lon) for lat, lon in g.polygon] if g.polygon is not None else None
+    return GeofenceOut(name=g.name, org=g.org, crs=crs, circle=circle, polygon=polygon, vehicles=homed)
+
+
+@router.get("/v1/geofences", response_model=Page[GeofenceOut], tags=["vehicles"], responses=READ)
+async def list_geofences(p: Who, api: Api, request: Request, org: OrgQ = None, crs: Crs = "wgs84",
+                         limit: Limit = 100, cursor: Cursor = None) -> Page[GeofenceOut]:
+    """Geofences of the orgs in scope, and the site-wide ones (no org); `crs=gcj02` converts them to
+    the datum of Chinese web maps, as for positions."""
+    scope = api.guard.org_filter(request, p, org)
+
+    def visible(g) -> bool:
+        return g.org is None or (p.sees(g.org) and (scope is None or org_within(g.org, scope)))
+
+    page, nxt = api.paged((g for g in api.site.geofences if visible(g)), lambda g: g.name, limit, cursor)
+    homes: dict[str, list[str]] = {}
+    for v in api.site.vehicles:
+        if v.home is not None and (scope is None or org_within(v.org, scope)) and p.sees(v.org):
+            homes.setdefault(v.home, []).append(v.id)
+    return Page[GeofenceOut](items=[geofence_out(g, crs, homes.get(g.name, [])) for g in page], next_cursor=nxt)

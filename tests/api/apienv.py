@@ -18,7 +18,7 @@ from argon2 import PasswordHasher
 from api.context import ApiContext
 from api.keys import KeyStore
 from collector.jt808.session import Fleet
-from edge.config import Api, Building, Meter, Org, Site, SiteInfo, Transport, Vehicle
+from edge.config import Api, Building, Circle, Geofence, Meter, Org, Site, SiteInfo, Transport, Vehicle
 from edge.live import LiveState
 from edge.point import Point
 from edge.query import StoreQuery
@@ -48,6 +48,9 @@ def make_site(auth: bool = False) -> Site:
                       parent="m-hq-main", item="01B00"),                   # the HVAC plant behind the incomer
                 Meter(id="m-b7", profile="chint-dtsu666", building="b7", transport=t, interval_s=60),
                 Meter(id="m-x", profile="chint-dtsu666", building="bx", transport=t, interval_s=60)),
+        geofences=(Geofence(name="hq-yard", org=INST42, circle=Circle(lat=30.2741, lon=120.1551, radius_m=300)),
+                   Geofence(name="b7-yard", org=INST07, polygon=((30.30, 120.17), (30.30, 120.18), (30.31, 120.18))),
+                   Geofence(name="city-centre", circle=Circle(lat=30.25, lon=120.16, radius_m=2000))),  # site-wide
         vehicles=(Vehicle(id="veh-01", plate="浙A·D0001", org=INST42, terminal="13800000001"),
                   Vehicle(id="veh-07", plate="浙A·G0007", org=INST07, terminal="13800000007"),
                   Vehicle(id="veh-x", plate="浙A·X0000", org=TRICK, terminal="13800000009")),

@@ -75,7 +75,7 @@ def id_routes(scope: str) -> list[str]:
         for base in ("/v1/orgs", "/v1/buildings", "/v1/meters", "/v1/vehicles", "/v1/latest/meters",
                      "/v1/latest/vehicles", "/v1/trips", "/v1/alerts", "/v1/indicators/energy",
                      "/v1/indicators/fleet", "/v1/indicators/baseline", "/v1/indicators/baseline/days",
-                     "/v1/indicators/anomalies", "/v1/live", "/v1/terminals"):
+                     "/v1/indicators/anomalies", "/v1/live", "/v1/terminals", "/v1/geofences"):
             urls.append(httpx.URL(base, params={"org": o, **({"max_s": "0.1"} if base == "/v1/live" else {})}))
     urls += ["/v1/dead-letters", "/v1/audit", "/v1/keys"]
     return urls
@@ -138,7 +138,8 @@ async def test_no_read_across_orgs(auth_env, scope, role):
                     "/v1/indicators/energy?scope=meter", "/v1/indicators/energy?scope=building",
                     "/v1/indicators/fleet", "/v1/indicators/fleet?scope=vehicle", "/v1/indicators/baseline",
                     "/v1/indicators/baseline/days", "/v1/indicators/anomalies", "/v1/rollup",
-                    "/v1/rollup?period=year", "/v1/rollup?period=day", "/v1/site", "/v1/health", "/v1/terminals"):
+                    "/v1/rollup?period=year", "/v1/rollup?period=day", "/v1/site", "/v1/health", "/v1/terminals",
+                    "/v1/geofences"):
             r = await c.get(url)
             assert r.status_code == 200, (url, r.text)
             if leaks(r.text, scope):

@@ -117,3 +117,26 @@ async def test_meter_health_and_latest_lists(client):
     assert {m["meter"] for m in ms} == {"m-hq-main", "m-hq-hvac"}
     vs = (await client.get("/v1/latest/vehicles", params={"org": XIHU})).json()
     assert [v["vehicle"] for v in vs] == ["veh-01"]
+
+
+async def test_geofences_for_the_map_in_either_datum(client):
+    """The fleet map draws the geofences: the site-wide ones and those of the orgs in scope, converted
+    to GCJ-02 on request like positions (a map on Amap tiles must draw them where the tracks are)."""
+    w = (await client.get("/v1/geofences")).json()
+    assert [g["name"] for g in w["items"]] == ["b7-yard", "city-centre", "hq-yard"] and w["next_cursor"] is None
+    hq = next(g for g in w["items"] if g["name"] == "hq-yard")
+    assert hq["org"] == INST42 and hq["crs"] == "wgs84" and hq["polygon"] is None
+    assert hq["circle"] == {"lat": 30.2741, "lon": 120.1551, "radius_m": 300.0}
+    g = (await client.get("/v1/geofences", params={"crs": "gcj02", "org": INST07})).json()
+    assert [x["name"] for x in g["items"]] == ["b7-yard", "city-centre"]   # the site-wide one stays
+    b7 = g["items"][0]
+    assert b7["crs"] == "gcj02"
+    assert b7["polygon"] == [pytest.approx(list(wgs84_to_gcj02(lat, lon))) for lat, lon in
+                             ((30.30, 120.17), (30.30, 120.18), (30.31, 120.18))]
+    assert b7["polygon"][0] != [30.30, 120.17]   # a few hundred metres off in Hangzhou
+
+
+async def test_site_says_how_to_draw_the_map(client):
+    m = (await client.get("/v1/site")).json()["map"]
+    assert m == {"tile_url": None, "overlay_url": None, "subdomains": "abc", "attribution": "", "crs": "wgs84",
+                 "max_zoom": 18}

@@ -47,7 +47,9 @@ async def test_apps_in_one_process_answer_from_their_own_state(tmp_path):
         assert rb.json()["name"] == "other-county" and rb.json()["role"] == "viewer"
         assert (await ca.get("/v1/site")).json() | {"version": None} == {
             "name": "test-county", "timezone": "Asia/Shanghai", "tile_url": None, "auth": False, "scope": None,
-            "role": "admin", "version": None}
+            "role": "admin", "version": None,
+            "map": {"tile_url": None, "overlay_url": None, "subdomains": "abc", "attribution": "", "crs": "wgs84",
+                    "max_zoom": 18}}
     for app in (app_a, app_b):
         await app.state.hub.close()
     a.store.close()

@@ -136,3 +136,19 @@ def test_holiday_dates_unquoted_in_yaml_are_taken_and_bad_ones_refused_at_load()
         parse_site("analytics:\n  holidays_extra: ['2027-1-1']\n", file="site.yaml")
     with pytest.raises(ConfigError, match="not valid YAML.*month must be in 1..12"):
         parse_site("analytics:\n  holidays_extra: [2027-13-45]\n", file="site.yaml")
+
+
+TIANDITU = ("api:\n  tile_url: 'https://t{s}.tianditu.gov.cn/vec_w/wmts?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0&LAYER=vec"
+            "&STYLE=default&TILEMATRIXSET=w&FORMAT=tiles&TILEMATRIX={z}&TILEROW={y}&TILECOL={x}&tk=${TIANDITU_TK}'\n"
+            "  tile_subdomains: '01234567'\n  tile_attribution: '© 天地图'\n")
+
+
+def test_map_tiles_with_a_token_from_the_environment_and_their_datum(monkeypatch):
+    """docs/api.md 'The map': 天地图 with its token from the environment; {s}, {z}, {x}, {y} are left for
+    the map library; the datum is one of two, named in the refusal otherwise."""
+    monkeypatch.setenv("TIANDITU_TK", "0123abcd")
+    api = parse_site(GOOD + TIANDITU).api
+    assert api.tile_url.startswith("https://t{s}.tianditu.gov.cn/") and api.tile_url.endswith("TILECOL={x}&tk=0123abcd")
+    assert api.tile_subdomains == "01234567" and api.tile_crs.value == "wgs84" and api.tile_max_zoom == 18
+    msg = _err(GOOD + "api: {tile_url: 'http://amap/{z}/{x}/{y}', tile_crs: bd09}\n")
+    assert "api.tile_crs" in msg and "'wgs84' or 'gcj02'" in msg
