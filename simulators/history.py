@@ -9,7 +9,8 @@ meter simulator's water and gas flows (``simulators.meters.SimMeter``). The rate
 ``substep_s`` (60 s: the model's noise moves on a minute's scale, its profile on the hour) and
 integrated with the trapezoid rule, as ``SimMeter`` integrates between reads; the counter is
 sampled every ``step_s`` (900 s) on the quarter-hour, as a meter's 15-minute load-profile register
-would be read, with the rate at that instant (the reading's power or flow register). The phase-to-phase noise of the simulated three-phase registers (±2 %) is left out.
+would be read, with the rate at that instant (the reading's power or flow register). The
+phase-to-phase noise of the simulated three-phase registers (±2 %) is left out.
 
 **Vehicles.** Each vehicle sleeps at its yard and goes on *outings*: to a junction of the road grid
 (``simulators.roads``: the live fleet's junctions, over a wider area, ±10 km) and back, parked at the destination (ACC off) in between.
