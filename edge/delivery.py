@@ -196,6 +196,17 @@ class Deliverer:
         try:
             while not self._stop.is_set():
                 wake.clear()
+                if prefetched is None and partial_since is None and not self._flush_wanted \
+                        and 0 < self.outbox.lag(self.consumer) < self.batch_points:
+                    # a partial batch: wait out its flush interval first, then read it once (reading
+                    # it now as well would be a SQLite read every interval for nothing)
+                    if pending_ack is not None:
+                        await pending_ack  # the lag counts what is in flight until it is acknowledged
+                        pending_ack = None
+                    if 0 < self.outbox.lag(self.consumer) < self.batch_points:
+                        partial_since = loop.time()
+                        await self._wait_partial(wake, partial_since + self.flush_interval_s)
+                        continue
                 if prefetched is None and not self.outbox.lag(self.consumer):
                     batch = None  # nothing for this consumer (a consumer of some measurements is woken by every commit)
                 else:
