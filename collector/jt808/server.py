@@ -58,7 +58,8 @@ class _Conn(asyncio.Protocol):
     terminal that does not read its answers) is not read either."""
 
     __slots__ = ("server", "transport", "addr", "port", "session", "splitter", "opened", "last_frame", "partial_since",
-                 "close_reason", "counted", "refused", "busy", "held", "reading_paused", "writing_paused", "proxy_buf")
+                 "close_reason", "counted", "refused", "busy", "held", "reading_paused", "writing_paused", "proxy_buf",
+                 "eof")
 
     def __init__(self, server: "Jt808Server") -> None:
         self.server = server
@@ -69,7 +70,7 @@ class _Conn(asyncio.Protocol):
         self.opened = self.last_frame = 0.0
         self.partial_since: float | None = None
         self.close_reason: str | None = None
-        self.counted = self.refused = self.busy = self.reading_paused = self.writing_paused = False
+        self.counted = self.refused = self.busy = self.reading_paused = self.writing_paused = self.eof = False
         self.held: list[bytes] = []
         self.proxy_buf: bytes | None = None
 
@@ -133,6 +134,9 @@ class _Conn(asyncio.Protocol):
             self.close("internal_error", abort=True)
 
     def eof_received(self) -> bool:
+        if self.busy or self.held:  # the terminal stopped sending: what it sent is still answered
+            self.eof = True
+            return True
         return False  # closes the transport: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -263,6 +267,8 @@ class _Conn(asyncio.Protocol):
             return
         if self.held or self.reading_paused:
             self._resume()
+        if self.eof and not self.busy and not self.held and self.close_reason is None:
+            self.transport.close()  # after the answers are written
 
 
 class Jt808Server:
