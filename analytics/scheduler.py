@@ -145,6 +145,7 @@ class IndicatorJob:
         self.workcal = WorkCalendar.from_config(self.site.analytics)
         self.factors = factors_for(self.site)
         self.provisional_days: set[dt.date] = set()  # days computed with a provisional year's calendar
+        self._late_limit: tuple[dt.date | None, int] = (None, 0)  # (last_closed, the UTC ns its next day starts)
         self.first_day: dt.date | None = None        # the earliest day this job computed (or found flagged)
         self._scanned = False                        # the store read back for flagged days (first pass)
         self._scan_failed = False
@@ -224,9 +225,12 @@ class IndicatorJob:
     # -- late data ------------------------------------------------------------------------------
     def observe(self, points: Sequence[Point]) -> None:
         """Note readings that belong to an already closed day, so that day is recomputed."""
-        if self.last_closed is None:
+        closed = self.last_closed
+        if closed is None:
             return
-        limit = self.cal.midnight_ns(self.last_closed) + NS_PER_DAY
+        if self._late_limit[0] != closed:  # numpy on a scalar: once a day, not once a commit
+            self._late_limit = (closed, self.cal.midnight_ns(closed) + NS_PER_DAY)
+        limit = self._late_limit[1]
         for p in points:
             if p.measurement in ("meter", "position") and p.time_ns < limit:
                 self.late_days.add(self.cal.date_of(int(self.cal.local_day_index(p.time_ns))))

@@ -136,9 +136,12 @@ def _edge_site(d: Path, port: int, api_port: int, *, registration_open: bool = T
 def _start_edge(site: Path, log: Path) -> subprocess.Popen:
     edge = Path(sys.executable).with_name("edge")
     cmd = [str(edge)] if edge.exists() else [sys.executable, "-m", "edge.app.cli"]
+    # this tree's code, not whatever the venv's editable install points at (a worktree's bench
+    # would otherwise measure another checkout's edge)
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     with log.open("ab") as out:
         return subprocess.Popen(cmd + ["run", "-c", str(site), "--log-level", "warning"], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=site.parent)
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}, cwd=site.parent)
 
 
 async def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float = 90.0) -> None:

@@ -148,6 +148,7 @@ class Deliverer:
         self._wake: asyncio.Event | None = None
         self._progress: asyncio.Condition | None = None
         self._flush_wanted = 0
+        self._partial_wait = False  # commits wake the loop only for a full batch meanwhile
         self._running = False
         self._cursor = 0
         if metrics is not None:
@@ -177,7 +178,16 @@ class Deliverer:
             raise RuntimeError("Deliverer.run() is already running")
         loop = asyncio.get_running_loop()
         wake = self._wake
-        unsubscribe = self.outbox.on_commit(lambda: loop.call_soon_threadsafe(wake.set))
+        consumer, outbox, full = self.consumer, self.outbox, self.batch_points
+
+        def committed() -> None:  # in the outbox's writer thread
+            # waiting out a partial batch, only a full one is worth a wake-up: under heavy ingest
+            # (a commit every few ms) each would cost this thread a self-pipe write and the loop a turn
+            if self._partial_wait and outbox.lag(consumer) < full:
+                return
+            loop.call_soon_threadsafe(wake.set)
+
+        unsubscribe = self.outbox.on_commit(committed)
         self._running = True
         partial_since: float | None = None
         prefetched: Batch | None = None
@@ -186,6 +196,17 @@ class Deliverer:
         try:
             while not self._stop.is_set():
                 wake.clear()
+                if prefetched is None and partial_since is None and not self._flush_wanted \
+                        and 0 < self.outbox.lag(self.consumer) < self.batch_points:
+                    # a partial batch: wait out its flush interval first, then read it once (reading
+                    # it now as well would be a SQLite read every interval for nothing)
+                    if pending_ack is not None:
+                        await pending_ack  # the lag counts what is in flight until it is acknowledged
+                        pending_ack = None
+                    if 0 < self.outbox.lag(self.consumer) < self.batch_points:
+                        partial_since = loop.time()
+                        await self._wait_partial(wake, partial_since + self.flush_interval_s)
+                        continue
                 if prefetched is None and not self.outbox.lag(self.consumer):
                     batch = None  # nothing for this consumer (a consumer of some measurements is woken by every commit)
                 else:
@@ -297,13 +318,17 @@ class Deliverer:
         partial batch on every commit would cost a SQLite read per commit under heavy ingest."""
         assert self._stop is not None
         loop = asyncio.get_running_loop()
-        while True:
-            remaining = deadline - loop.time()
-            if (remaining <= 0 or self._stop.is_set() or self._flush_wanted
-                    or self.outbox.lag(self.consumer) >= self.batch_points):
-                return
-            wake.clear()
-            await self._wait(wake, remaining)
+        self._partial_wait = True
+        try:
+            while True:
+                remaining = deadline - loop.time()
+                if (remaining <= 0 or self._stop.is_set() or self._flush_wanted
+                        or self.outbox.lag(self.consumer) >= self.batch_points):
+                    return
+                wake.clear()
+                await self._wait(wake, remaining)
+        finally:
+            self._partial_wait = False
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep on the injected clock, cut short by ``stop()``."""

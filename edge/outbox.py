@@ -923,9 +923,12 @@ class Outbox:
         if not rows:
             return 0
         db = self._db
-        db.executemany("INSERT INTO outbox(lines, bytes, added_ns, n, measurement, lane, target) "
-                       "VALUES (?,?,?,?,?,?,?)", rows)
-        s.head = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        sql = "INSERT INTO outbox(lines, bytes, added_ns, n, measurement, lane, target) VALUES (?,?,?,?,?,?,?)"
+        if len(rows) == 1:  # a group commit of positions: one row, and its id without another statement
+            s.head = db.execute(sql, rows[0]).lastrowid
+        else:
+            db.executemany(sql, rows)
+            s.head = db.execute("SELECT last_insert_rowid()").fetchone()[0]
         pts = 0
         for r in rows:
             pts += r[3]

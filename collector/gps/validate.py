@@ -58,7 +58,7 @@ def check_point(p: Point, now_ns: int, *, max_speed_kmh: float = 200.0,
         raise PayloadError("speed_implausible", f"{sp} km/h > {max_speed_kmh}")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Track:
     time_ns: int
     lat: float
@@ -78,7 +78,7 @@ class _Track:
         return t <= self.time_ns and t in self.recent
 
 
-@dataclass
+@dataclass(slots=True)
 class _Stage:
     """What a batch would change for one vehicle: applied to its track only on ``commit``."""
 

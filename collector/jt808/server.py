@@ -1,9 +1,10 @@
 """The JT/T 808 access server: asyncio streams around ``session.Session``.
 
-One task per connection reads what the socket has (up to ``READ_BYTES``), cuts it into frames,
-lets the session answer them, commits what must be durable (positions to the outbox through
-``ingest.submit``, refused frames to the dead-letter table, auth codes to the registry) and only
-then writes the answers. While that commit is in flight the connection is not read: a slow
+Each connection is an ``asyncio.Protocol`` (no stream, no task of its own): what the socket
+has is cut into frames, the session answers them, what must be durable (positions to the outbox
+through ``ingest.submit``, refused frames to the dead-letter table, auth codes to the registry) is
+committed, and only then are the answers written, in one write per connection and commit. While
+that commit is in flight the connection is not read: a slow
 outbox slows the terminals (their TCP windows fill), it never grows our memory. When the commit
 fails (``OutboxFull``, any ``EdgeError``) the positions' acknowledgements are not sent; the
 terminal keeps them and sends them again.
@@ -42,41 +43,232 @@ from edge.point import Point
 log = logging.getLogger(__name__)
 
 SOURCE = "jt808"
-READ_BYTES = 16 * 1024  # taken from a socket per turn: a few dozen 0x0704 batches
 PROXY_LINE_MAX = 108  # PROXY protocol v1: the longest header line
 
 SilentHook = Callable[[Terminal, int, float], Sequence[Point]]
 
 
-class _Pending:
-    """A connection's positions and dead letters waiting for the committer, and its answer."""
+class _Conn(asyncio.Protocol):
+    """One terminal's connection: the transport's callbacks straight into the session, no stream
+    and no task per connection (each wake-up of a task per frame costs more than the frame).
 
-    __slots__ = ("points", "dead", "topic", "fut")
+    While the outcome of a read waits for its commit the connection is not read
+    (``pause_reading``): a slow outbox fills the terminals' TCP windows, never our memory; what
+    came in the meantime is handled after the answer. A transport whose write buffer is full (a
+    terminal that does not read its answers) is not read either."""
 
-    def __init__(self, points: list[Point], dead: list[tuple[bytes, str]], topic: str, fut: asyncio.Future) -> None:
-        self.points, self.dead, self.topic, self.fut = points, dead, topic, fut
+    __slots__ = ("server", "transport", "addr", "port", "session", "splitter", "opened", "last_frame", "partial_since",
+                 "close_reason", "counted", "refused", "busy", "held", "reading_paused", "writing_paused", "proxy_buf",
+                 "eof")
 
-
-class _Conn:
-    __slots__ = ("reader", "writer", "addr", "session", "splitter", "opened", "last_frame", "partial_since",
-                 "close_reason", "task")
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, addr: str, session: Session,
-                 splitter: FrameSplitter, opened: float) -> None:
-        self.reader, self.writer, self.addr, self.session, self.splitter = reader, writer, addr, session, splitter
-        self.opened = self.last_frame = opened
+    def __init__(self, server: "Jt808Server") -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.addr, self.port = "", None
+        self.session: Session | None = None
+        self.splitter = FrameSplitter(server.cfg.max_frame_bytes)
+        self.opened = self.last_frame = 0.0
         self.partial_since: float | None = None
         self.close_reason: str | None = None
-        self.task: asyncio.Task | None = None
+        self.counted = self.refused = self.busy = self.reading_paused = self.writing_paused = self.eof = False
+        self.held: list[bytes] = []
+        self.proxy_buf: bytes | None = None
 
     def close(self, reason: str, *, abort: bool = False) -> None:
         if self.close_reason is None:
             self.close_reason = reason
-        tr = self.writer.transport
+        tr = self.transport
+        if tr is None:
+            return
         if abort:
             tr.abort()
         else:
             tr.close()
+
+    # -- the transport's callbacks --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        srv = self.server
+        peer = transport.get_extra_info("peername")
+        self.addr = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        self.port = peer[1] if isinstance(peer, tuple) else None
+        if len(srv.conns) >= srv.cfg.max_connections:
+            self.refused = True
+            srv._refuse(transport, "too_many_connections")
+            return
+        self.opened = self.last_frame = srv.clock.monotonic()
+        self.session = Session(srv.fleet, srv.registry, srv.policy, remote="", connected_ns=srv.clock.now_ns())
+        srv.conns.add(self)
+        if srv.cfg.proxy_protocol is ProxyProtocol.v1:
+            self.proxy_buf = b""  # the client's own address comes first (HAProxy ``send-proxy``)
+        else:
+            self._admit(self.addr, self.port)
+
+    def _admit(self, addr: str, port: int | None) -> None:
+        srv = self.server
+        if srv.by_address[addr] >= srv.cfg.max_per_address:
+            srv.conns.discard(self)
+            self.refused = True
+            srv._refuse(self.transport, "too_many_from_address")
+            return
+        srv.by_address[addr] += 1
+        self.addr, self.counted = addr, True
+        self.session.remote = f"{addr}:{port}" if port is not None else addr
+
+    def data_received(self, data: bytes) -> None:
+        if self.close_reason is not None or self.refused:
+            return
+        if self.busy or self.writing_paused:
+            self.held.append(data)
+            self._pause()
+            return
+        try:
+            if self.proxy_buf is not None:
+                data = self._proxy_header(data)
+                if not data:
+                    return
+            self._feed(data)
+        except Exception:  # a bug of ours costs this connection, never the server
+            log.exception("jt808 connection failed remote=%s", self.addr)
+            self.close("internal_error", abort=True)
+
+    def eof_received(self) -> bool:
+        if self.busy or self.held:  # the terminal stopped sending: what it sent is still answered
+            self.eof = True
+            return True
+        return False  # closes the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.refused:
+            return
+        if self.close_reason is None:
+            self.close_reason = "reset" if exc is not None else "peer_closed"
+        self.server._forget(self)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        self._pause()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._resume()
+
+    # -- reading --------------------------------------------------------------------------------
+    def _pause(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.transport.is_closing():
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        """Handle what came in while busy, then read again (unless busy once more)."""
+        while self.held and not self.busy and not self.writing_paused and self.close_reason is None:
+            data = b"".join(self.held)
+            self.held.clear()
+            self.data_received(data)
+        if (self.reading_paused and not self.busy and not self.writing_paused and self.close_reason is None
+                and not self.transport.is_closing()):
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def _proxy_header(self, data: bytes) -> bytes:
+        """Take a PROXY protocol v1 line off the front; returns what follows it."""
+        buf = self.proxy_buf + data
+        i = buf.find(b"\r\n")
+        if i < 0:
+            if len(buf) > 2 * self.server.cfg.max_frame_bytes:
+                self.close("bad_proxy_header", abort=True)
+            self.proxy_buf = buf
+            return b""
+        self.proxy_buf = None
+        parts = buf[:min(i + 2, PROXY_LINE_MAX)].decode("ascii", "replace").split()
+        if len(parts) >= 2 and parts[0] == "PROXY" and parts[1] == "UNKNOWN":
+            self._admit(self.addr, self.port)
+        elif len(parts) != 6 or parts[0] != "PROXY" or parts[1] not in ("TCP4", "TCP6"):
+            self.close("bad_proxy_header", abort=True)
+            return b""
+        else:
+            self._admit(parts[2], self.port if parts[2] == self.addr else None)
+        return buf[i + 2:] if not self.refused else b""
+
+    def _feed(self, data: bytes) -> None:
+        srv, splitter = self.server, self.splitter
+        srv.bytes_read += len(data)
+        try:
+            segs = splitter.feed(data)
+        except PayloadError as e:
+            srv._error(e.reason)
+            self.close(e.reason, abort=True)
+            return
+        mono = srv.clock.monotonic()
+        if splitter.buf:
+            if self.partial_since is None or segs:
+                self.partial_since = mono
+        else:
+            self.partial_since = None
+        if not segs:
+            return
+        out = Outcome()
+        now = srv.clock.now_ns()
+        handle = self.session.handle
+        for seg in segs:
+            handle(seg, now, out)
+        srv.frames += out.frames
+        if out.sound:
+            self.last_frame = mono
+        for reason in out.errors:
+            srv._error(reason)
+        if out.save or out.drop:  # a registration or a logout: the registry first (rare, a task of its own)
+            self.busy = True
+            srv._spawn(srv._keep_registry(self, out))
+        elif out.points or out.dead:
+            self.busy = True
+            srv._pending.append((self, out))
+            srv._wake.set()
+        else:
+            self.answer(out, None, None)
+
+    def answer(self, out: Outcome, result: tuple[int, int, int] | None, error: Exception | None) -> None:
+        """The outcome is durable (``result``: positions stored, of them backlog, duplicates) or it
+        failed (``error``: nothing of it is acknowledged); send its answers and read on."""
+        srv = self.server
+        t = self.session.terminal
+        ok = error is None
+        if not ok:
+            n = len(out.points)
+            srv.unacknowledged += n
+            srv._count("jt808_unacknowledged", "outbox_full" if isinstance(error, OutboxFull) else "commit_failed", n or 1)
+            if out.save or out.drop:
+                self.close("registry_error")  # the session believed the code kept: start it again
+            log.warning("jt808 not acknowledged: %s positions of terminal %s (%s: %s)", n,
+                        t.phone if t is not None else "?", type(error).__name__, error)
+        elif result is not None:
+            n, nb, dups = result
+            srv.positions += n
+            srv.backlog += nb
+            srv.duplicates += dups
+            if t is not None and out.points:
+                t.positions += n
+                t.backlog_positions += nb
+                if out.newest_fix_ns > (t.last_fix_ns or 0):
+                    t.last_fix_ns = out.newest_fix_ns
+        if out.authenticated and self.close_reason is None:  # (not a connection already lost)
+            srv._online(self)
+        if ok and out.acks:
+            data = b"".join(out.replies) + b"".join(out.acks) if out.replies else b"".join(out.acks)
+        else:
+            data = b"".join(out.replies)
+        tr = self.transport
+        if data and not tr.is_closing():
+            tr.write(data)  # one write per outcome: every answer of this read and its commit
+        self.busy = False
+        if out.close is not None:
+            self.close(out.close, abort=out.close == "garbage")
+            return
+        if self.held or self.reading_paused:
+            self._resume()
+        if self.eof and not self.busy and not self.held and self.close_reason is None:
+            self.transport.close()  # after the answers are written
 
 
 class Jt808Server:
@@ -106,7 +298,9 @@ class Jt808Server:
         self.bytes_read = 0
         self.commits = 0  # committer transactions
         self.committed_items = 0  # connections' outcomes they carried
-        self._pending: list[_Pending] = []
+        self._pending: list[tuple[_Conn, Outcome]] = []
+        self._committing = False
+        self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self.port: int | None = None
         self.ready = asyncio.Event()
@@ -140,8 +334,8 @@ class Jt808Server:
 
     async def run(self) -> None:
         cfg = self.cfg
-        self._server = await asyncio.start_server(self._serve, cfg.host, cfg.port, limit=2 * cfg.max_frame_bytes,
-                                                  backlog=1024, reuse_address=True)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Conn(self), cfg.host, cfg.port, backlog=1024, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("jt808 listening on %s:%s (registration %s)", cfg.host, self.port, cfg.registration.value)
         self.ready.set()
@@ -152,186 +346,72 @@ class Jt808Server:
             self._server.close()
             for c in list(self.conns):
                 c.close("shutdown", abort=True)
-            tasks = [c.task for c in list(self.conns) if c.task is not None]
-            if tasks:  # a commit in flight may finish (its answer is lost: the terminal resends)
-                _, pending = await asyncio.wait(tasks, timeout=5)
-                for t in pending:
-                    t.cancel()
-                if pending:
-                    await asyncio.wait(pending, timeout=1)
+            # a commit in flight may finish (its answer is lost: the terminal resends)
+            deadline = loop.time() + 5
+            while (self._pending or self._committing or self._tasks) and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            for t in list(self._tasks):
+                t.cancel()
             committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await committer
-            for it in self._pending:
-                if not it.fut.done():
-                    it.fut.cancel()
             self._pending = []
             self.ready.clear()
             log.info("jt808 stopped")
 
     # -- admission ------------------------------------------------------------------------------
-    def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
+    def _refuse(self, transport: asyncio.BaseTransport, reason: str) -> None:
         self.refused[reason] += 1
         self._count("jt808_refused", reason)
-        writer.transport.abort()
+        transport.abort()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        addr = str(peer[0]) if isinstance(peer, tuple) else str(peer)
-        if len(self.conns) >= self.cfg.max_connections:
-            self._refuse(writer, "too_many_connections")
-            return
-        mono = self.clock.monotonic()
-        conn = _Conn(reader, writer, addr, Session(self.fleet, self.registry, self.policy, remote="", connected_ns=self.clock.now_ns()),
-                     FrameSplitter(self.cfg.max_frame_bytes), mono)
-        conn.task = asyncio.current_task()
-        self.conns.add(conn)
-        counted = False
-        try:
-            if self.cfg.proxy_protocol is ProxyProtocol.v1:
-                conn.addr = await self._proxy_header(conn)
-            if self.by_address[conn.addr] >= self.cfg.max_per_address:
-                self.conns.discard(conn)
-                self._refuse(writer, "too_many_from_address")
-                return
-            self.by_address[conn.addr] += 1
-            counted = True
-            port = peer[1] if isinstance(peer, tuple) and conn.addr == addr else None
-            conn.session.remote = f"{conn.addr}:{port}" if port is not None else conn.addr
-            await self._read_loop(conn)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
-            conn.close_reason = conn.close_reason or "reset"
-        except asyncio.CancelledError:  # shutting down: the task ends here (asyncio's stream callback
-            conn.close_reason = conn.close_reason or "shutdown"  # would log a cancelled task as an error)
-        except Exception:  # a bug of ours costs this connection, never the server
-            log.exception("jt808 connection failed remote=%s", conn.addr)
-            conn.close_reason = conn.close_reason or "internal_error"
-        finally:
-            self._forget(conn, counted)
-
-    async def _proxy_header(self, conn: _Conn) -> str:
-        """The client's own address from a PROXY protocol v1 line (HAProxy ``send-proxy``)."""
-        try:
-            line = await asyncio.wait_for(conn.reader.readuntil(b"\r\n"), self.cfg.handshake_timeout_s)
-        except (asyncio.TimeoutError, asyncio.LimitOverrunError, asyncio.IncompleteReadError):
-            conn.close("bad_proxy_header", abort=True)
-            raise ConnectionError("no PROXY header") from None
-        parts = line[:PROXY_LINE_MAX].decode("ascii", "replace").split()
-        if len(parts) >= 2 and parts[0] == "PROXY" and parts[1] == "UNKNOWN":
-            return conn.addr
-        if len(parts) != 6 or parts[0] != "PROXY" or parts[1] not in ("TCP4", "TCP6"):
-            conn.close("bad_proxy_header", abort=True)
-            raise ConnectionError("bad PROXY header")
-        return parts[2]
-
-    def _forget(self, conn: _Conn, counted: bool) -> None:
+    def _forget(self, conn: _Conn) -> None:
         self.conns.discard(conn)
-        if counted:
+        if conn.counted:
+            conn.counted = False
             self.by_address[conn.addr] -= 1
             if self.by_address[conn.addr] <= 0:
                 del self.by_address[conn.addr]
         reason = conn.close_reason or "peer_closed"
         self.closed[reason] += 1
         self._count("jt808_closed", reason)
-        t = conn.session.terminal
+        t = conn.session.terminal if conn.session is not None else None
         if t is not None and self.by_phone.get(t.phone) is conn:
             del self.by_phone[t.phone]
             t.online = False
             log.info("jt808 terminal %s offline (%s) vehicle=%s", t.phone, reason, t.vehicle)
-        with contextlib.suppress(Exception):
-            conn.writer.close()
 
-    # -- the connection -------------------------------------------------------------------------
-    async def _read_loop(self, conn: _Conn) -> None:
-        reader, session, splitter, clock = conn.reader, conn.session, conn.splitter, self.clock
-        while conn.close_reason is None:
-            data = await reader.read(READ_BYTES)
-            if not data:
-                return
-            self.bytes_read += len(data)
-            try:
-                segs = splitter.feed(data)
-            except PayloadError as e:
-                self._error(e.reason)
-                conn.close(e.reason, abort=True)
-                return
-            mono = clock.monotonic()
-            if splitter.partial:
-                if conn.partial_since is None or segs:
-                    conn.partial_since = mono
-            else:
-                conn.partial_since = None
-            if not segs:
-                continue
-            out = Outcome()
-            now = clock.now_ns()
-            for seg in segs:
-                session.handle(seg, now, out)
-            self.frames += out.frames
-            if out.sound:
-                conn.last_frame = mono
-            await self._finish(conn, out)
-            if out.close is not None:
-                conn.close(out.close, abort=out.close == "garbage")
-                return
+    # -- commits --------------------------------------------------------------------------------
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _finish(self, conn: _Conn, out: Outcome) -> None:
-        """Make the outcome durable, then answer."""
-        for reason in out.errors:
-            self._error(reason)
-        ok = True
-        if out.durable_work:
-            ok = await self._commit(conn, out)
-        if out.authenticated:
-            self._online(conn)
-        if ok:
-            data = b"".join(out.replies) + b"".join(out.acks) if out.acks else b"".join(out.replies)
-        else:
-            data = b"".join(out.replies)
-        if data:
-            conn.writer.write(data)
-            await conn.writer.drain()
-
-    async def _commit(self, conn: _Conn, out: Outcome) -> bool:
-        """Registry changes, then the positions and dead letters through the committer; False when
-        any of it failed (then nothing of this outcome is acknowledged)."""
-        t = conn.session.terminal
+    async def _keep_registry(self, conn: _Conn, out: Outcome) -> None:
+        """Registry changes first; then the positions and dead letters through the committer."""
         try:
             for r in out.save:
                 await self.registry.save(r)
             for phone in out.drop:
                 await self.registry.drop(phone)
-            n = nb = dups = 0
-            if out.points or out.dead:
-                item = _Pending(out.points, out.dead, t.phone if t is not None else "",
-                                asyncio.get_running_loop().create_future())
-                self._pending.append(item)
-                self._wake.set()
-                n, nb, dups = await item.fut
         except EdgeError as e:
-            n = len(out.points)
-            self.unacknowledged += n
-            self._count("jt808_unacknowledged", "outbox_full" if isinstance(e, OutboxFull) else "commit_failed", n or 1)
-            if out.save or out.drop:
-                conn.close("registry_error")  # the session believed the code kept: start it again
-            log.warning("jt808 not acknowledged: %s positions of terminal %s (%s: %s)", n,
-                        t.phone if t is not None else "?", type(e).__name__, e)
-            return False
-        self.positions += n
-        self.backlog += nb
-        self.duplicates += dups
-        if t is not None and out.points:
-            t.positions += n
-            t.backlog_positions += nb
-            if out.newest_fix_ns > (t.last_fix_ns or 0):
-                t.last_fix_ns = out.newest_fix_ns
-        return True
+            conn.answer(out, None, e)
+            return
+        except Exception:  # a bug of ours costs this connection, never the server
+            log.exception("jt808 connection failed remote=%s", conn.addr)
+            conn.close("internal_error", abort=True)
+            return
+        if out.points or out.dead:
+            self._pending.append((conn, out))
+            self._wake.set()
+        else:
+            conn.answer(out, (0, 0, 0), None)
 
     async def _committer(self) -> None:
         """One outbox commit for what every connection has waiting: the terminals' positions of the
         last ``commit_window_ms`` (and whatever came in while the previous commit ran) go in one
         ``ingest.submit``: one transaction, one fsync, one pass of the tracker, however many
-        terminals. Each connection waits for its part's result before it answers and reads on."""
+        terminals. Then each connection gets its answers, in one write."""
         window = self.cfg.commit_window_ms / 1000.0
         while True:
             await self._wake.wait()
@@ -340,12 +420,17 @@ class Jt808Server:
             self._wake.clear()
             batch, self._pending = self._pending, []
             if batch:
-                await self._commit_batch(batch)
+                self._committing = True
+                try:
+                    await self._commit_batch(batch)
+                finally:
+                    self._committing = False
 
-    async def _commit_batch(self, batch: list["_Pending"]) -> None:
-        points = [p for it in batch for p in it.points]
-        owner = {id(p): k for k, it in enumerate(batch) for p in it.points} if len(batch) > 1 else None
-        dead = [(raw, reason, it.topic) for it in batch for raw, reason in it.dead]
+    async def _commit_batch(self, batch: list[tuple[_Conn, Outcome]]) -> None:
+        points = [p for _, out in batch for p in out.points]
+        owner = {id(p): k for k, (_, out) in enumerate(batch) for p in out.points} if len(batch) > 1 else None
+        topics = [c.session.terminal.phone if c.session.terminal is not None else "" for c, _ in batch]
+        dead = [(raw, reason, topics[k]) for k, (_, out) in enumerate(batch) for raw, reason in out.dead]
         verdict = self.tracker.check(points) if points else None
         dups = [0] * len(batch)
         if verdict is not None:
@@ -355,7 +440,7 @@ class Jt808Server:
                     dups[k] += 1
                 else:
                     self._error(err.reason)
-                    dead.append((p.to_line().encode("utf-8"), f"{err.reason}: {err.detail}", batch[k].topic))
+                    dead.append((p.to_line().encode("utf-8"), f"{err.reason}: {err.detail}", topics[k]))
         accepted = verdict.accepted if verdict is not None else ()
         self.commits += 1
         self.committed_items += len(batch)
@@ -366,10 +451,14 @@ class Jt808Server:
                 await self.ingest.submit(list(accepted))
             if verdict is not None:
                 self.tracker.commit(verdict)
-        except Exception as e:  # noqa: BLE001  every waiting connection learns it; none acknowledges
-            for it in batch:
-                if not it.fut.done():
-                    it.fut.set_exception(e)
+        except EdgeError as e:  # every waiting connection learns it; none acknowledges
+            for conn, out in batch:
+                self._answer(conn, out, None, e)
+            return
+        except Exception:  # a bug of ours costs these connections (nothing acknowledged), never the server
+            log.exception("jt808 commit failed")
+            for conn, _ in batch:
+                conn.close("internal_error", abort=True)
             return
         if accepted:
             self.ingest.count("jt808_positions_stored", len(accepted))
@@ -381,9 +470,16 @@ class Jt808Server:
             c[0] += 1
             if "backlog" in p.fields:
                 c[1] += 1
-        for k, it in enumerate(batch):
-            if not it.fut.done():
-                it.fut.set_result((per[k][0], per[k][1], dups[k]))
+        for k, (conn, out) in enumerate(batch):
+            self._answer(conn, out, (per[k][0], per[k][1], dups[k]), None)
+
+    @staticmethod
+    def _answer(conn: _Conn, out: Outcome, result, error) -> None:
+        try:
+            conn.answer(out, result, error)
+        except Exception:  # a bug of ours costs this connection, never the server
+            log.exception("jt808 connection failed remote=%s", conn.addr)
+            conn.close("internal_error", abort=True)
 
     def _online(self, conn: _Conn) -> None:
         t = conn.session.terminal

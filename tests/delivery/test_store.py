@@ -45,3 +45,29 @@ def test_any_text_is_stored_or_refused_with_a_reason_never_a_crash(tmp_path_fact
         assert all(0 <= i < len(lines) and reason for i, reason in rejected)
     finally:
         s.close()
+
+
+async def test_lines_of_a_known_series_read_the_same_as_new_ones(tmp_path: Path):
+    """A series stored before takes a fast path for its plain lines; it must store and refuse
+    exactly what the full parser does (a type conflict, a new field, a non-finite number)."""
+    lines = ["pos,vehicle=a lat=30.5,acc=true,sat=9i 1", "pos,vehicle=a lat=31.5,acc=false,sat=10i,fuel=2.5 2",
+             "pos,vehicle=a lat=1i 3", "pos,vehicle=a lat=1e999 4", "pos,vehicle=a acc=T,sat=-3i 5",
+             "pos,vehicle=a lat=32.5,lat=33.5 6", "pos,vehicle=a lat=tru 7"]
+    fresh = EmbeddedStore(tmp_path / "fresh.sqlite")  # each line in a write of its own, after the first
+    warm = EmbeddedStore(tmp_path / "warm.sqlite")
+    try:
+        got_fresh = [fresh.write_lines([ln]) for ln in lines]
+        warm.write_lines(lines[:1])
+        got_warm = [[]] + [warm.write_lines([ln]) for ln in lines[1:]]
+        assert [bool(r) for r in got_warm] == [False, False, True, True, False, False, True]
+        assert got_warm == got_fresh
+        q_fresh, q_warm = StoreQuery(fresh), StoreQuery(warm)
+        for f in ("lat", "acc", "sat", "fuel"):
+            a = await q_fresh.raw("pos", [f], 0, 100)
+            b = await q_warm.raw("pos", [f], 0, 100)
+            assert [(list(s.times_ns), list(s.values)) for s in a] == [(list(s.times_ns), list(s.values)) for s in b]
+        assert [(list(s.times_ns), list(s.values)) for s in await q_warm.raw("pos", ["lat"], 0, 100)] == [
+            ([1, 2, 6], [30.5, 31.5, 33.5])]
+    finally:
+        fresh.close()
+        warm.close()

@@ -170,3 +170,19 @@ async def test_simulator_faults_on_demand_are_survived(serve, ingest, kind):
         assert srv.server.errors["jt808_bad_checksum"] == 3
     if kind == "wrong_auth":
         assert srv.server.errors["wrong_auth_code"] == 3
+
+
+async def test_a_terminal_that_stops_sending_still_gets_the_answers_of_what_it_sent(serve):
+    """A half-close (FIN) right after the last reports: they are stored and answered, then the
+    connection closes as the terminal's."""
+    srv = await serve()
+    c = await Client.connect(srv.address)
+    await c.login()
+    t0 = time.time_ns() // 1_000_000_000 - 60
+    serials = [await c.send(wire.LOCATION, fix(t_ns=(t0 + k) * 1_000_000_000)) for k in range(3)]
+    c.writer.write_eof()
+    got = [await c.reply() for _ in serials]
+    assert got == [(s, wire.LOCATION, 0) for s in serials]
+    assert await c.closed()
+    await wait_until(lambda: srv.server.closed["peer_closed"] == 1)
+    assert srv.server.positions == 3
