@@ -140,7 +140,17 @@ def _scan_ident(s: str, i: int, stops: str) -> tuple[str, int]:
     return "".join(out), i
 
 
-def _parse_field_value(raw: str, name: str) -> FieldValue:
+def parse_time(raw: str) -> int | None:
+    """A line's timestamp: a 64-bit integer of nanoseconds, or None when ``raw`` is not one."""
+    try:
+        t = int(raw)
+    except ValueError:
+        return None
+    return t if I64_MIN <= t <= I64_MAX else None
+
+
+def parse_field_value(raw: str, name: str) -> FieldValue:
+    """One field value of line protocol (``1.5``, ``3i``, ``7u``, ``t``); raises ``LineProtocolError``."""
     if not raw:
         raise LineProtocolError("empty field value", f"field {name!r}")
     last = raw[-1]
@@ -209,17 +219,14 @@ def _parse_plain(line: str, default_time_ns: int | None) -> Point | None:
         else:
             if '"' in v:
                 return None
-            fields[k] = _parse_field_value(v, k)
+            fields[k] = parse_field_value(v, k)
     if not sep:
         if default_time_ns is None:
             return None
         t = default_time_ns
     else:
-        try:
-            t = int(raw_t)
-        except ValueError:
-            return None
-        if not I64_MIN <= t <= I64_MAX:
+        t = parse_time(raw_t)
+        if t is None:
             return None
     return Point(meas, tags, fields, t)
 
@@ -278,7 +285,7 @@ def _parse_scan(line: str, default_time_ns: int | None = None) -> Point:
             j = i
             while j < n and line[j] not in ", ":
                 j += 1
-            fields[k] = _parse_field_value(line[i:j], k)
+            fields[k] = parse_field_value(line[i:j], k)
             i = j
         if i < n and line[i] == ",":
             i += 1
@@ -292,11 +299,8 @@ def _parse_scan(line: str, default_time_ns: int | None = None) -> Point:
         if line[i] != " ":
             raise LineProtocolError("bad field separator", line[:80])
         raw_t = line[i + 1:]
-        try:
-            t = int(raw_t)
-        except ValueError as e:
-            raise LineProtocolError("bad timestamp", raw_t[:40]) from e
-        if not I64_MIN <= t <= I64_MAX:
+        t = parse_time(raw_t)
+        if t is None:
             raise LineProtocolError("bad timestamp", raw_t[:40])
     return Point(meas, tags, fields, t)
 

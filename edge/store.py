@@ -37,7 +37,7 @@ import orjson
 
 from edge.clock import SYSTEM_CLOCK, Clock
 from edge.errors import LineProtocolError, StoreError
-from edge.point import I64_MAX, I64_MIN, Point, UInt, parse_line
+from edge.point import I64_MAX, Point, UInt, parse_field_value, parse_line, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,6 @@ def field_type(v: Any) -> str:
 
 
 _TYPE_OF = {float: FLOAT, int: INTEGER, bool: BOOLEAN, str: STRING, UInt: UNSIGNED}  # exact types, the usual case
-_TRUE = frozenset(("t", "T", "true", "True", "TRUE"))  # line protocol's booleans
-_FALSE = frozenset(("f", "F", "false", "False", "FALSE"))
 
 
 def decode_value(ftype: str, v: Any) -> Any:
@@ -167,44 +165,25 @@ class EmbeddedStore:
             return None
         m, sid = hs
         fpart, sep, raw_t = rest.partition(" ")
-        if not sep or not raw_t or " " in raw_t:
+        if not sep or " " in raw_t:
             return None
-        try:
-            t = int(raw_t)
-        except ValueError:
-            return None
-        if not I64_MIN <= t <= I64_MAX:
+        t = parse_time(raw_t)
+        if t is None:
             return None
         fields = self._fields
         vals = []
         for kv in fpart.split(","):
             name, eq, raw = kv.partition("=")
             f = fields.get((m, name))
-            if not eq or f is None or not raw:
+            if not eq or f is None:
                 return None
-            last = raw[-1]
             try:
-                if last == "i":
-                    v: Any = int(raw[:-1])
-                    if f[1] != INTEGER or not I64_MIN <= v <= I64_MAX:
-                        return None
-                elif last == "u":
-                    return None
-                elif raw in _TRUE:
-                    if f[1] != BOOLEAN:
-                        return None
-                    v = 1
-                elif raw in _FALSE:
-                    if f[1] != BOOLEAN:
-                        return None
-                    v = 0
-                else:
-                    v = float(raw)
-                    if f[1] != FLOAT or v - v != 0.0:  # not a finite float: the parser says why
-                        return None
-            except ValueError:
+                v = parse_field_value(raw, name)
+            except LineProtocolError:
                 return None
-            vals.append((f[0], v))
+            if _TYPE_OF.get(type(v)) != f[1] or type(v) is UInt:  # unsigned: the full path's conversions
+                return None
+            vals.append((f[0], int(v) if type(v) is bool else v))
         return sid, m, t, vals
 
     def write_points(self, points: Sequence[Point]) -> list[tuple[int, str]]:
@@ -228,35 +207,30 @@ class EmbeddedStore:
                         continue
                     if type(p) is tuple:  # a known line (``_known_line``): ids and types already checked
                         sid, m, t, vals = p
-                        touched.add((m, t // DAY_NS))
-                        for fid, val in vals:
-                            rows.append((sid, fid, t, val))
-                            cur = newest.get((sid, fid))
-                            if cur is None or t >= cur[0]:
-                                newest[(sid, fid)] = (t, val)
-                        continue
-                    reason = self._check(p, new_fields)
-                    if reason:
-                        rejected.append((i, reason))
-                        continue
-                    skey = self._series_key(p)
-                    sid = self._series.get(skey) or new_series.get(skey)
-                    if sid is None:
-                        sid = db.execute("INSERT INTO series(measurement, tags) VALUES (?, ?)", skey).lastrowid
-                        new_series[skey] = sid
-                    t = p.time_ns
-                    touched.add((p.measurement, t // DAY_NS))
-                    for name, v in p.fields.items():
-                        fkey = (p.measurement, name)
-                        f = self._fields.get(fkey) or new_fields.get(fkey)
-                        if f is None or f[0] < 0:
-                            ftype = field_type(v)
-                            fid = db.execute("INSERT INTO fields(measurement, name, type) VALUES (?, ?, ?)",
-                                             (p.measurement, name, ftype)).lastrowid
-                            new_fields[fkey] = (fid, ftype)
-                        else:
-                            fid = f[0]
-                        val = int(v) if isinstance(v, bool) else v
+                    else:
+                        reason = self._check(p, new_fields)
+                        if reason:
+                            rejected.append((i, reason))
+                            continue
+                        skey = self._series_key(p)
+                        sid = self._series.get(skey) or new_series.get(skey)
+                        if sid is None:
+                            sid = db.execute("INSERT INTO series(measurement, tags) VALUES (?, ?)", skey).lastrowid
+                            new_series[skey] = sid
+                        m, t, vals = p.measurement, p.time_ns, []
+                        for name, v in p.fields.items():
+                            fkey = (m, name)
+                            f = self._fields.get(fkey) or new_fields.get(fkey)
+                            if f is None or f[0] < 0:
+                                ftype = field_type(v)
+                                fid = db.execute("INSERT INTO fields(measurement, name, type) VALUES (?, ?, ?)",
+                                                 (m, name, ftype)).lastrowid
+                                new_fields[fkey] = (fid, ftype)
+                            else:
+                                fid = f[0]
+                            vals.append((fid, int(v) if isinstance(v, bool) else v))
+                    touched.add((m, t // DAY_NS))
+                    for fid, val in vals:
                         rows.append((sid, fid, t, val))
                         cur = newest.get((sid, fid))
                         if cur is None or t >= cur[0]:
