@@ -184,7 +184,9 @@ class Session:
             self._answer(out, h, P.UNSUPPORTED, None, now_ns, deferred=False)
             return
         if h.msg_id == P.LOCATION and t is not None and not h.subpackage and self.state == AUTHENTICATED:
-            self._report(t, h, body, seg, now_ns, out)  # the frame of every terminal every few seconds
+            # the frame of every terminal every few seconds: straight to it, past reassembly and dispatch
+            t.last_report_ns = now_ns
+            self._location(t, h, body, None, b"\x7e" + seg + b"\x7e", now_ns, out)
             return
         serials: Sequence[int] | None = None
         if h.subpackage:
@@ -234,47 +236,6 @@ class Session:
         else:
             out.errors.append("unsupported")
             self._answer(out, h, P.UNSUPPORTED, serials, now_ns, deferred=False)
-
-    def _report(self, t: Terminal, h: P.Header, body: bytes, seg: bytes, now_ns: int, out: Outcome) -> None:
-        """A whole 0x0200 of an authenticated terminal, straight to its point and its deferred answer
-        (what ``_dispatch``, ``_location``, ``_position`` and ``_answer`` do, without their layers)."""
-        t.last_report_ns = now_ns
-        policy = self.policy
-        reason = ""
-        try:
-            loc = P.parse_location(body)
-        except PayloadError as e:
-            out.errors.append(e.reason)
-            out.dead.append((b"\x7e" + seg + b"\x7e", e.reason))
-            result = P.MESSAGE_ERROR
-        else:
-            result = P.OK
-            try:
-                fields = P.location_fields(loc, t.phone)
-                if loc.bad_extras:
-                    out.errors.append("jt808_bad_extra")
-                lat, lon, time_ns = loc.lat, loc.lon, loc.time_ns
-                backlog = now_ns - time_ns > policy.live_lag_s * NS
-                if backlog:
-                    fields["backlog"] = True
-                fields["lat"], fields["lon"] = lat, lon
-                p = Point(MEASUREMENT, {"vehicle": t.vehicle, "org": t.org}, fields, time_ns)
-                check_range(lat, lon)
-                check_point(p, now_ns, max_speed_kmh=policy.max_speed_kmh, max_future_s=policy.max_future_s,
-                            max_past_s=policy.max_age_report_s)
-            except PayloadError as e:
-                out.errors.append(e.reason)
-                reason = "" if e.reason == "no_fix" else e.reason  # a report without a fix is not a position
-            else:
-                out.points.append(p)
-                if backlog:
-                    out.backlog += 1
-                if time_ns > out.newest_fix_ns:
-                    out.newest_fix_ns = time_ns
-            if reason:
-                out.dead.append((b"\x7e" + seg + b"\x7e", reason))
-        out.acks.append(P.encode_frame(P.PLATFORM_REPLY, h.phone_digits, t.next_serial(),
-                                       P.general_reply(h.serial, P.LOCATION, result), version=h.version))
 
     def _register(self, h: P.Header, body: bytes, serials, now_ns: int, out: Outcome) -> None:
         t = self.fleet.lookup(h.phone)
