@@ -270,9 +270,10 @@ async def _measure(port: int, proc: subprocess.Popen, n_rate: int, rate_s: float
     cpu_pos = _cpu(p) - c0
     cpu_beside = (_cpu(q) - q0) if q else None
     _close(terms)
+    out = {"positions": acked, "cpu_s": cpu_pos, "wall_s": wall, "rate": acked / wall,
+           "cpu_s_per_position": cpu_pos / max(1, acked), "beside_cpu_s": cpu_beside}
     if n_idle == 0:
-        return {"positions": acked, "cpu_s": cpu_pos, "wall_s": wall, "rate": acked / wall,
-                "cpu_s_per_position": cpu_pos / max(1, acked), "beside_cpu_s": cpu_beside}
+        return out
     await asyncio.sleep(1.0)
     rss0 = p.memory_info().rss
     idle_terms = await _connect(port, n_idle, first_phone + n_rate)
@@ -282,9 +283,7 @@ async def _measure(port: int, proc: subprocess.Popen, n_rate: int, rate_s: float
     await asyncio.sleep(idle_s)
     cpu_idle = _cpu(p) - c1
     _close(idle_terms)
-    return {"positions": acked, "cpu_s": cpu_pos, "wall_s": wall, "rate": acked / wall,
-            "cpu_s_per_position": cpu_pos / max(1, acked), "beside_cpu_s": cpu_beside,
-            "idle_cpu_s_per_conn_s": cpu_idle / (n_idle * idle_s), "rss_bytes": rss, "rss_before_bytes": rss0,
+    return {**out, "idle_cpu_s_per_conn_s": cpu_idle / (n_idle * idle_s), "rss_bytes": rss, "rss_before_bytes": rss0,
             "connections": n_idle}
 
 
