@@ -10,6 +10,7 @@ and time, so the second copy is the same point (this test counts how often it ha
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import subprocess
@@ -39,10 +40,34 @@ def edge_site(d: Path, n: int, port: int, api_port: int, influx: str, db: str) -
     return p
 
 
+async def wait_servers_up(d: Path, n: int, timeout_s: float = 20.0) -> None:
+    """Until HAProxy's own stats say every backend server passed its health check: a fleet started
+    before that lands on the servers already up (a clean clone's run once found one edge with 11
+    positions of 14,550)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    status: list[str] = []
+    while loop.time() < deadline:
+        try:
+            r, w = await asyncio.open_unix_connection(str(d / "haproxy.sock"))
+            w.write(b"show stat\n")
+            rows = (await r.read()).decode().splitlines()
+            w.close()
+            head = rows[0].lstrip("# ").split(",")
+            status = [dict(zip(head, ln.split(","))).get("status", "") for ln in rows[1:] if ",edge" in ln]
+            if len(status) == n and all(st == "UP" for st in status):
+                return
+        except (OSError, IndexError):
+            pass
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"HAProxy's servers not all up: {status}")
+
+
 def haproxy_config(d: Path, front: int, backends: list[int]) -> Path:
     servers = "\n".join(f"  server edge{i} 127.0.0.1:{p} send-proxy check check-send-proxy inter 1s" for i, p in enumerate(backends))
     cfg = f"""global
   maxconn 4096
+  stats socket {d}/haproxy.sock mode 600 level user
 defaults
   mode tcp
   timeout connect 2s
@@ -75,6 +100,7 @@ async def test_two_edges_behind_haproxy_serve_every_terminal_once(tmp_path, infl
         for p, proc in zip(ports, edges):
             await wait_port(p, proc)
         await wait_port(front, hap)
+        await wait_servers_up(tmp_path, len(ports))
         fleet = TerminalFleet(n, f"127.0.0.1:{front}", drive_interval_s=0.5, park_interval_s=0.5, heartbeat_s=5,
                               backlog_h=0.1, ack_timeout_s=2.0, reconnect_max_s=0.5,
                               outages=Outages(tunnel_rate=0.03, tunnel_s=(0.3, 0.8)))
