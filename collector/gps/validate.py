@@ -58,6 +58,9 @@ def check_point(p: Point, now_ns: int, *, max_speed_kmh: float = 200.0,
         raise PayloadError("speed_implausible", f"{sp} km/h > {max_speed_kmh}")
 
 
+M_PER_DEG = 6_371_008.8 * math.pi / 180  # haversine_m's radius: metres per degree of arc
+
+
 @dataclass(slots=True)
 class _Track:
     time_ns: int
@@ -67,7 +70,7 @@ class _Track:
     # memory is the same after its first fix as after a day (a soak must not see it fill up)
     recent: array = field(default_factory=lambda: array("q", _NO_TIMES))
     pos: int = 0
-    jumps: list = field(default_factory=list)  # consecutive rejected (time_ns, lat, lon)
+    jumps: tuple = ()  # consecutive rejected (time_ns, lat, lon)
 
     def remember(self, t: int) -> None:
         self.recent[self.pos] = t
@@ -86,7 +89,7 @@ class _Stage:
     time_ns: int
     lat: float
     lon: float
-    jumps: list
+    jumps: tuple  # immutable: a stage shares its track's until it changes them
     new_times: list = field(default_factory=list)
 
     def seen(self, t: int) -> bool:
@@ -111,43 +114,52 @@ class Tracker:
     def check(self, points: Sequence[Point]) -> Verdict:
         """Sort points into accepted and rejected (with a reason). State changes on ``commit``."""
         staged: dict[str, _Stage] = {}
+        tracks = self._tracks
         acc: list[Point] = []
         rej: list[tuple[Point, PayloadError]] = []
         max_mps = self.max_speed_kmh / 3.6
         for p in points:
             vid = p.tags.get("vehicle", "")
-            lat, lon = float(p.fields["lat"]), float(p.fields["lon"])  # type: ignore[arg-type]
+            f, t = p.fields, p.time_ns
+            lat, lon = float(f["lat"]), float(f["lon"])  # type: ignore[arg-type]
             st = staged.get(vid)
             if st is None:
-                base = self._tracks.get(vid)
+                base = tracks.get(vid)
                 if base is None:
-                    staged[vid] = _Stage(None, p.time_ns, lat, lon, [], [p.time_ns])
+                    staged[vid] = _Stage(None, t, lat, lon, (), [t])
                     acc.append(p)
                     continue
-                st = staged[vid] = _Stage(base, base.time_ns, base.lat, base.lon, list(base.jumps))
-            if st.seen(p.time_ns):
-                rej.append((p, PayloadError("duplicate", f"vehicle {vid} time_ns {p.time_ns}")))
-                continue
-            dt = abs(p.time_ns - st.time_ns) / 1e9
-            dist = haversine_m(st.lat, st.lon, lat, lon)
-            if dist > max_mps * dt + JUMP_SLACK_M:
-                if self._jumps_agree(st.jumps, p.time_ns, lat, lon):
-                    st.jumps.append((p.time_ns, lat, lon))
-                else:
-                    st.jumps = [(p.time_ns, lat, lon)]
-                if len(st.jumps) < JUMP_RESET:
-                    rej.append((p, PayloadError("impossible_jump",
-                                                f"vehicle {vid}: {dist:.0f} m in {dt:.0f} s")))
+                st = staged[vid] = _Stage(base, base.time_ns, base.lat, base.lon, base.jumps, [])
+                if t <= base.time_ns and t in base.recent:
+                    rej.append((p, PayloadError("duplicate", f"vehicle {vid} time_ns {t}")))
                     continue
-                # the vehicle really is over there now: restart the track at the new place
-            st.jumps = []
-            if p.time_ns >= st.time_ns:
-                st.time_ns, st.lat, st.lon = p.time_ns, lat, lon
-            st.new_times.append(p.time_ns)
+            elif st.seen(t):
+                rej.append((p, PayloadError("duplicate", f"vehicle {vid} time_ns {t}")))
+                continue
+            dt = abs(t - st.time_ns) / 1e9
+            limit = max_mps * dt + JUMP_SLACK_M
+            # a path along the meridian, then the parallel, is never shorter than the great circle:
+            # within the limit by that bound, the haversine is not needed
+            if (abs(lat - st.lat) + abs(lon - st.lon)) * M_PER_DEG > limit:
+                dist = haversine_m(st.lat, st.lon, lat, lon)
+                if dist > limit:
+                    if self._jumps_agree(st.jumps, t, lat, lon):
+                        st.jumps = (*st.jumps, (t, lat, lon))
+                    else:
+                        st.jumps = ((t, lat, lon),)
+                    if len(st.jumps) < JUMP_RESET:
+                        rej.append((p, PayloadError("impossible_jump",
+                                                    f"vehicle {vid}: {dist:.0f} m in {dt:.0f} s")))
+                        continue
+                    # the vehicle really is over there now: restart the track at the new place
+            st.jumps = ()
+            if t >= st.time_ns:
+                st.time_ns, st.lat, st.lon = t, lat, lon
+            st.new_times.append(t)
             acc.append(p)
         return Verdict(tuple(acc), tuple(rej), staged)
 
-    def _jumps_agree(self, jumps: list, t: int, lat: float, lon: float) -> bool:
+    def _jumps_agree(self, jumps: tuple, t: int, lat: float, lon: float) -> bool:
         if not jumps:
             return True
         t0, la0, lo0 = jumps[-1]
@@ -155,13 +167,17 @@ class Tracker:
         return haversine_m(la0, lo0, lat, lon) <= self.max_speed_kmh / 3.6 * dt + JUMP_SLACK_M
 
     def commit(self, verdict: Verdict) -> None:
+        tracks = self._tracks
         for vid, st in verdict.staged.items():
-            tr = self._tracks.get(vid)
+            tr = tracks.get(vid)
             if tr is None:
-                tr = self._tracks[vid] = _Track(st.time_ns, st.lat, st.lon)
+                tr = tracks[vid] = _Track(st.time_ns, st.lat, st.lon)
             tr.time_ns, tr.lat, tr.lon, tr.jumps = st.time_ns, st.lat, st.lon, st.jumps
+            recent, pos = tr.recent, tr.pos
             for t in st.new_times:
-                tr.remember(t)
+                recent[pos] = t
+                pos = (pos + 1) % RECENT
+            tr.pos = pos
 
     def forget(self, vehicles: Iterable[str]) -> None:
         for v in vehicles:

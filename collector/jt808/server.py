@@ -428,20 +428,25 @@ class Jt808Server:
 
     async def _commit_batch(self, batch: list[tuple[_Conn, Outcome]]) -> None:
         points = [p for _, out in batch for p in out.points]
-        owner = {id(p): k for k, (_, out) in enumerate(batch) for p in out.points} if len(batch) > 1 else None
         topics = [c.session.terminal.phone if c.session.terminal is not None else "" for c, _ in batch]
         dead = [(raw, reason, topics[k]) for k, (_, out) in enumerate(batch) for raw, reason in out.dead]
         verdict = self.tracker.check(points) if points else None
         dups = [0] * len(batch)
-        if verdict is not None:
+        # (positions stored, of them backlog) per connection: all of its points unless some were refused
+        per = [[len(out.points), out.backlog] for _, out in batch]
+        accepted = verdict.accepted if verdict is not None else ()
+        if verdict is not None and verdict.rejected:
+            owner = {id(p): k for k, (_, out) in enumerate(batch) for p in out.points}
             for p, err in verdict.rejected:
-                k = owner[id(p)] if owner is not None else 0
+                k = owner[id(p)]
+                per[k][0] -= 1
+                if "backlog" in p.fields:
+                    per[k][1] -= 1
                 if err.reason == "duplicate":
                     dups[k] += 1
                 else:
                     self._error(err.reason)
                     dead.append((p.to_line().encode("utf-8"), f"{err.reason}: {err.detail}", topics[k]))
-        accepted = verdict.accepted if verdict is not None else ()
         self.commits += 1
         self.committed_items += len(batch)
         try:
@@ -464,12 +469,6 @@ class Jt808Server:
             self.ingest.count("jt808_positions_stored", len(accepted))
         if any(dups):
             self.ingest.count("jt808_duplicates", sum(dups))
-        per = [[0, 0] for _ in batch]
-        for p in accepted:
-            c = per[owner[id(p)] if owner is not None else 0]
-            c[0] += 1
-            if "backlog" in p.fields:
-                c[1] += 1
         for k, (conn, out) in enumerate(batch):
             self._answer(conn, out, (per[k][0], per[k][1], dups[k]), None)
 
