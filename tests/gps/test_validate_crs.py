@@ -84,3 +84,16 @@ def test_duplicates_are_caught_over_the_last_256_fixes_in_or_out_of_order():
     assert len(tr.check([pos(times[-RECENT - 1])]).accepted) == 1
     # a late fix that was never seen, inside the window's time span: accepted
     assert len(tr.check([pos(times[-3] + S // 2)]).accepted) == 1
+
+
+@given(st.floats(-60, 60), st.floats(-179, 179), st.floats(-0.05, 0.05), st.floats(-0.05, 0.05),
+       st.integers(1, 600))
+def test_tracker_jump_decision_is_the_haversine_one(lat, lon, dlat, dlon, dt_s):
+    """The cheap bound the tracker tries first never changes a decision: a second fix is refused
+    as a jump exactly when the great-circle distance exceeds what the speed limit allows."""
+    from collector.gps.validate import JUMP_SLACK_M
+    tr = Tracker(max_speed_kmh=120)
+    tr.commit(tr.check([pos(NOW, lat, lon)]))
+    v = tr.check([pos(NOW + dt_s * S, lat + dlat, lon + dlon)])
+    jump = haversine_m(lat, lon, lat + dlat, lon + dlon) > 120 / 3.6 * dt_s + JUMP_SLACK_M
+    assert [e.reason for _, e in v.rejected] == (["impossible_jump"] if jump else [])
