@@ -466,9 +466,10 @@ class Jt808(Frozen):
     max_future_s: float = Field(default=300.0, ge=0, description="a fix further ahead of our clock is refused")
     max_speed_kmh: float = Field(default=200.0, gt=0)
     proxy_protocol: ProxyProtocol = ProxyProtocol.off
-    commit_window_ms: float = Field(default=20.0, ge=0, le=1000, description="positions of every terminal arriving "
+    commit_window_ms: float = Field(default=50.0, ge=0, le=1000, description="positions of every terminal arriving "
                                                                               "within this share one outbox commit "
-                                                                              "(acknowledged after it)")
+                                                                              "(acknowledged after it): each commit "
+                                                                              "is an fsync, about 0.6 ms of CPU")
 
     @field_validator("listen")
     @classmethod
