@@ -72,10 +72,6 @@ class _Track:
     pos: int = 0
     jumps: tuple = ()  # consecutive rejected (time_ns, lat, lon)
 
-    def remember(self, t: int) -> None:
-        self.recent[self.pos] = t
-        self.pos = (self.pos + 1) % RECENT
-
     def seen(self, t: int) -> bool:
         # every remembered time is <= time_ns (the newest accepted): a newer fix needs no search
         return t <= self.time_ns and t in self.recent
@@ -130,7 +126,7 @@ class Tracker:
                     acc.append(p)
                     continue
                 st = staged[vid] = _Stage(base, base.time_ns, base.lat, base.lon, base.jumps, [])
-                if t <= base.time_ns and t in base.recent:
+                if base.seen(t):
                     rej.append((p, PayloadError("duplicate", f"vehicle {vid} time_ns {t}")))
                     continue
             elif st.seen(t):

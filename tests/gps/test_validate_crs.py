@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from collector.gps.crs import gcj02_to_wgs84, wgs84_to_gcj02
-from collector.gps.validate import JUMP_RESET, Tracker, check_point, haversine_m
+from collector.gps.validate import JUMP_RESET, JUMP_SLACK_M, Tracker, check_point, haversine_m
 from edge.errors import PayloadError
 from edge.point import Point
 
@@ -91,7 +91,6 @@ def test_duplicates_are_caught_over_the_last_256_fixes_in_or_out_of_order():
 def test_tracker_jump_decision_is_the_haversine_one(lat, lon, dlat, dlon, dt_s):
     """The cheap bound the tracker tries first never changes a decision: a second fix is refused
     as a jump exactly when the great-circle distance exceeds what the speed limit allows."""
-    from collector.gps.validate import JUMP_SLACK_M
     tr = Tracker(max_speed_kmh=120)
     tr.commit(tr.check([pos(NOW, lat, lon)]))
     v = tr.check([pos(NOW + dt_s * S, lat + dlat, lon + dlon)])
